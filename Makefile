@@ -1,0 +1,36 @@
+# make run   create .venv and run the whole pipeline on the embedded default data
+# make test  create .venv and run all tests
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+export UV_COMPILE_BYTECODE := 1
+export GX_ANALYTICS_ENABLED := false
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: setup run test lock clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.9
+	$(BIN)/uv pip install --python $(BIN)/python --quiet -r requirements.lock
+	@# animal-mnist is installed for its data files only; its declared deps (full tensorflow) are not needed.
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps animal-mnist==0.4
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps -e .
+	@touch $@
+
+run: setup
+	@test -d .dvc || dvc init --quiet $$(git rev-parse --git-dir >/dev/null 2>&1 || echo --no-scm)
+	dvc repro
+	catdog summary
+
+test: setup
+	pytest $(PYTEST_ARGS)
+
+lock:
+	$(BIN)/uv pip compile --quiet --python-version 3.11 requirements.in -o requirements.lock
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,227 @@
+"""The `catdog` command: one sub-command per pipeline stage (what dvc.yaml calls), plus
+`predict`, `models` and `summary`. Heavy libraries are imported only by the commands that
+need them, so `catdog models list` answers at once."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from catdog.config import load_params
+from catdog.errors import CatdogError
+from catdog.paths import ProjectPaths, project
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+def _paths(args) -> ProjectPaths:
+    return project(args.project)
+
+
+def _params(args):
+    return load_params(_paths(args).params)
+
+
+# ---------------------------------------------------------------- stages
+
+
+def cmd_ingest(args) -> None:
+    from catdog import ingest
+
+    params = _params(args)
+    paths = _paths(args)
+    ingest.run(params.ingest, paths.ingested, params.source_path(paths.root), progress=not args.quiet)
+
+
+def cmd_validate(args) -> None:
+    from catdog import validate
+
+    paths = _paths(args)
+    validate.run(_params(args).validate, paths.ingested, paths.validated, paths.metrics / "validate.json",
+                 progress=not args.quiet)
+
+
+def cmd_preprocess(args) -> None:
+    from catdog import preprocess
+
+    paths = _paths(args)
+    preprocess.run(_params(args).preprocess, paths.validated, paths.ingested, paths.preprocessed,
+                   progress=not args.quiet)
+
+
+def cmd_train(args) -> None:
+    params = _params(args)
+    from catdog import train
+
+    paths = _paths(args)
+    train.run(params.train, paths.preprocessed, paths.model_dir, paths.checkpoints, paths.metrics)
+
+
+def cmd_evaluate(args) -> None:
+    params = _params(args)
+    from catdog import evaluate
+
+    paths = _paths(args)
+    evaluate.run(params.evaluate, paths.model, paths.preprocessed, paths.metrics, paths.plots)
+
+
+def cmd_register(args) -> None:
+    from catdog import register
+    from catdog.registry import Registry
+
+    params = _params(args)
+    paths = _paths(args)
+    register.run(params, paths.root, paths.model_dir, paths.metrics, Registry(paths.registry))
+
+
+def cmd_summary(args) -> None:
+    """What `make run` prints at the end: accuracy, where the model is, how to predict."""
+    from catdog.registry import Registry
+
+    paths = _paths(args)
+    registry = Registry(paths.registry)
+    decision = json.loads((paths.metrics / "register.json").read_text())
+    card = registry.card(decision["version"])
+    metrics = card["metrics"]
+    production = registry.state()["production"]
+    print("\n=== catdog: pipeline finished ===")
+    print(f"data         {card['params']['ingest']['source']}: "
+          f"{card['training'].get('image_size')}px, test images {metrics['test_images']}")
+    print(f"accuracy     {metrics['accuracy']:.4f} on the test split "
+          f"(cat {metrics['accuracy_cat']:.3f}, dog {metrics['accuracy_dog']:.3f}, ROC AUC {metrics['roc_auc']:.3f})")
+    print(f"model        {decision['version']} ({card['status']}): {decision['reason']}")
+    print(f"             {paths.registry / 'versions' / decision['version'] / 'model.keras'}")
+    print(f"production   {production or 'none yet'}")
+    print(f"plots        {paths.plots}/ (training_curves, confusion, roc, misclassified .png)")
+    print(f"validation   {paths.validated / 'data_docs' / 'index.html'}")
+    print("predict      .venv/bin/catdog predict path/to/photo.jpg [more.png ...]")
+
+
+# ---------------------------------------------------------------- serving and registry
+
+
+def cmd_predict(args) -> int:
+    from catdog.predict import predict_files
+    from catdog.registry import Registry
+
+    registry = Registry(_paths(args).registry)
+    model_file = Path(args.model)
+    if model_file.suffix == ".keras" and model_file.exists():
+        from catdog.model import load_model
+
+        model, resize, threshold = load_model(model_file), "stretch", 0.5
+    else:
+        card = registry.card(args.model)
+        model = registry.load_model(card["version"])
+        resize, threshold = card["params"]["preprocess"]["resize"], card["params"]["evaluate"]["threshold"]
+    size = model.input_shape[1]
+    results = predict_files(model, [Path(p) for p in args.paths], size, resize, threshold)
+    if args.json:
+        print(json.dumps([asdict(r) for r in results], indent=2))
+    else:
+        for r in results:
+            print(f"{r.path}\t{r.label}\tp(dog)={r.p_dog:.4f}" if r.error is None else f"{r.path}\tERROR\t{r.error}")
+    return 0 if all(r.error is None for r in results) else 2
+
+
+def cmd_models(args) -> None:
+    from catdog.registry import Registry
+
+    registry = Registry(_paths(args).registry)
+    if args.action == "list":
+        cards = registry.cards()
+        if args.json:
+            print(json.dumps([_card_summary(c) for c in cards], indent=2))
+            return
+        if not cards:
+            print("no models registered yet: run `dvc repro` (or `make run`)")
+        for c in cards:
+            s = _card_summary(c)
+            print(f"{s['version']}  {s['status']:<20} accuracy {s['accuracy']:.4f}  {s['created']}  {s['reason']}")
+    elif args.action == "show":
+        card = registry.card(args.version)
+        print(json.dumps(card, indent=2) if args.json else _format_card(card))
+    elif args.action == "promote":
+        print(f"{registry.promote(args.version)} is now production")
+    elif args.action == "rollback":
+        previous, current = registry.rollback()
+        print(f"rolled back: {current} is production again (was {previous})")
+
+
+def _card_summary(card: dict) -> dict:
+    return {"version": card["version"], "status": card["status"], "accuracy": card["metrics"]["accuracy"],
+            "created": card["created"], "reason": card["decision"]["reason"]}
+
+
+def _format_card(card: dict) -> str:
+    m = card["metrics"]
+    return "\n".join([
+        f"version          {card['version']} ({card['status']})",
+        f"created          {card['created']}",
+        f"decision         {card['decision']['reason']}",
+        f"accuracy         {m['accuracy']:.4f} (cat {m['accuracy_cat']:.3f}, dog {m['accuracy_dog']:.3f})",
+        f"precision/recall {m['precision']:.4f} / {m['recall']:.4f}, F1 {m['f1']:.4f}, ROC AUC {m['roc_auc']:.4f}",
+        f"data fingerprint {card['data_fingerprint']}",
+        f"code revision    {card['code_revision']}",
+        f"model sha256     {card['model_sha256']}",
+        f"train params     {json.dumps(card['params']['train'])}",
+    ])
+
+
+# ---------------------------------------------------------------- parser
+
+
+STAGES = {
+    "ingest": cmd_ingest,
+    "validate": cmd_validate,
+    "preprocess": cmd_preprocess,
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "register": cmd_register,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="catdog", description=__doc__)
+    parser.add_argument("--project", default=".", help="project folder (params.yaml, data/); default: .")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, handler in STAGES.items():
+        stage = commands.add_parser(name, help=f"run the {name} stage (as dvc.yaml does)")
+        stage.add_argument("--quiet", action="store_true", help="no progress bars")
+        stage.set_defaults(handler=handler)
+    commands.add_parser("summary", help="print what the last run produced").set_defaults(handler=cmd_summary)
+
+    predict = commands.add_parser("predict", help="label and p(dog) for image files")
+    predict.add_argument("--model", default="production", help="VERSION, 'production', 'latest' or a .keras file")
+    predict.add_argument("--json", action="store_true")
+    predict.add_argument("paths", nargs="+")
+    predict.set_defaults(handler=cmd_predict)
+
+    models = commands.add_parser("models", help="the model registry").add_subparsers(dest="action", required=True)
+    for action, help_text in [("list", "all versions"), ("show", "one version's card"),
+                              ("promote", "make a version production"), ("rollback", "back to the previous production")]:
+        sub = models.add_parser(action, help=help_text)
+        if action in ("show", "promote"):
+            sub.add_argument("version", help="vNNNN" + (" or 'production'" if action == "show" else ""))
+        if action in ("list", "show"):
+            sub.add_argument("--json", action="store_true")
+        sub.set_defaults(handler=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except CatdogError as error:
+        print(f"catdog {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""params.yaml, loaded once into typed, validated dataclasses.
+
+Every stage calls `load_params()` before doing any work, so an unknown key, a wrong type
+or an out-of-range value fails at once with a message that names the key and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from catdog.errors import CatdogError
+
+EMBEDDED_SOURCE = "animal-mnist"
+
+
+class ParamsError(CatdogError):
+    """params.yaml (or an override) is invalid; the message names the key and the fix."""
+
+
+def _knob(default, *, min=None, max=None, choices=None, help=""):
+    return field(default=default, metadata={"min": min, "max": max, "choices": choices, "help": help})
+
+
+@dataclass(frozen=True)
+class IngestParams:
+    source: str = _knob(EMBEDDED_SOURCE, help="'animal-mnist', a folder of images, or a .zip/.tar/.tar.gz archive")
+    max_per_class: int | None = _knob(None, min=1, help="cap per class (null = all), chosen by content hash")
+    max_archive_bytes: int = _knob(8 * 2**30, min=1, help="uncompressed size limit of an archive (zip bombs)")
+    max_file_bytes: int = _knob(256 * 2**20, min=1, help="uncompressed size limit of one archive member")
+    max_compression_ratio: float = _knob(200.0, min=1.0, help="uncompressed/compressed limit of one member")
+
+
+@dataclass(frozen=True)
+class ValidateParams:
+    min_side: int = _knob(16, min=1, help="smallest accepted width or height in pixels")
+    max_pixels: int = _knob(40_000_000, min=1, help="largest accepted width*height (decompression bombs)")
+    max_rejected_share: float = _knob(0.2, min=0.0, max=1.0, help="fail when more images than this are rejected")
+    min_class_share: float = _knob(0.2, min=0.0, max=0.5, help="each class must be at least this share")
+    min_images: int = _knob(10, min=2, help="fewest accepted images to go on with")
+    workers: int = _knob(2, min=1, max=64, help="processes that decode images")
+
+
+@dataclass(frozen=True)
+class PreprocessParams:
+    image_size: int = _knob(256, min=8, max=1024, help="side of the square grayscale model input")
+    resize: str = _knob("stretch", choices=("stretch", "pad", "crop"), help="how non-square images become square")
+    val_fraction: float = _knob(0.1, min=0.0, max=0.5)
+    test_fraction: float = _knob(0.1, min=0.01, max=0.5)
+    shard_size: int = _knob(512, min=1, help="images per uint8 shard file")
+    workers: int = _knob(2, min=1, max=64, help="processes that decode and resize images")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    epochs: int = _knob(1, min=1, max=10_000)
+    batch_size: int = _knob(32, min=1, max=4096)
+    learning_rate: float = _knob(0.001, min=1e-7, max=1.0)
+    dropout: float = _knob(0.5, min=0.0, max=0.95)
+    seed: int = _knob(42, min=0)
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    threshold: float = _knob(0.5, min=0.0, max=1.0, help="p(dog) at or above which we say dog")
+    batch_size: int = _knob(64, min=1, max=4096)
+    misclassified_shown: int = _knob(16, min=0, max=100)
+
+
+@dataclass(frozen=True)
+class RegisterParams:
+    min_accuracy: float = _knob(0.6, min=0.0, max=1.0, help="test accuracy a model needs to become production")
+
+
+@dataclass(frozen=True)
+class Params:
+    ingest: IngestParams = field(default_factory=IngestParams)
+    validate: ValidateParams = field(default_factory=ValidateParams)
+    preprocess: PreprocessParams = field(default_factory=PreprocessParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    register: RegisterParams = field(default_factory=RegisterParams)
+
+    def source_path(self, project_dir: Path) -> Path | None:
+        """The ingest source as a path, or None for the embedded data set."""
+        if self.ingest.source == EMBEDDED_SOURCE:
+            return None
+        path = Path(self.ingest.source).expanduser()
+        return path if path.is_absolute() else project_dir / path
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SECTIONS: dict[str, type] = {f.name: f.type for f in dataclasses.fields(Params)}
+_SECTION_TYPES = typing.get_type_hints(Params)
+
+
+def _check_value(key: str, value: Any, hint: Any, meta: dict) -> Any:
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise ParamsError(f"{key}: must not be null")
+    wanted = [t for t in allowed if t is not type(None)][0]
+    if wanted is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(value, bool) and wanted is not bool or not isinstance(value, wanted):
+        raise ParamsError(
+            f"{key}: expected {wanted.__name__}, got {type(value).__name__} {value!r}"
+            f" (fix: set {key} to a {wanted.__name__}{'' if not meta.get('help') else ' — ' + meta['help']})"
+        )
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ParamsError(f"{key}: {value!r} is not one of {', '.join(map(repr, meta['choices']))}")
+    low, high = meta.get("min"), meta.get("max")
+    if low is not None and value < low or high is not None and value > high:
+        bounds = f">= {low}" if high is None else f"between {low} and {high}"
+        raise ParamsError(f"{key}: {value!r} is out of range (fix: use a value {bounds})")
+    return value
+
+
+def _build_section(name: str, raw: Any) -> Any:
+    cls = _SECTION_TYPES[name]
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{name}: expected a mapping of keys to values, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ParamsError(
+            f"{name}.{unknown[0]}: unknown key (fix: remove it, or use one of {', '.join(sorted(fields))})"
+        )
+    values = {k: _check_value(f"{name}.{k}", v, hints[k], fields[k].metadata) for k, v in raw.items()}
+    return cls(**values)
+
+
+def parse_params(raw: Any, project_dir: Path | None = None) -> Params:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError("params.yaml must be a mapping of sections (ingest, validate, ...)")
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ParamsError(f"{unknown[0]}: unknown section (fix: use one of {', '.join(SECTIONS)})")
+    params = Params(**{name: _build_section(name, raw.get(name)) for name in SECTIONS})
+    if params.preprocess.val_fraction + params.preprocess.test_fraction >= 0.9:
+        raise ParamsError("preprocess.val_fraction + preprocess.test_fraction: must leave at least 10% to train")
+    if project_dir is not None:
+        source = params.source_path(project_dir)
+        if source is not None and not source.exists():
+            raise ParamsError(
+                f"ingest.source: no such file or folder {str(source)!r} (fix: point it at a folder or a "
+                f".zip/.tar/.tar.gz archive of cat and dog images, or use '{EMBEDDED_SOURCE}')"
+            )
+    return params
+
+
+def apply_overrides(raw: dict, overrides: dict[str, Any]) -> dict:
+    """Return a copy of raw params with dotted-key overrides (`{"train.epochs": 3}`) applied."""
+    result = {section: dict(values or {}) for section, values in (raw or {}).items()}
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        if section not in SECTIONS or not name:
+            raise ParamsError(f"{key}: unknown key (fix: use 'section.key', sections: {', '.join(SECTIONS)})")
+        known = {f.name for f in dataclasses.fields(_SECTION_TYPES[section])}
+        if name not in known:
+            raise ParamsError(f"{key}: unknown key (fix: use one of {', '.join(sorted(known))})")
+        result.setdefault(section, {})[name] = value
+    return result
+
+
+def read_raw(path: Path) -> dict:
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found (fix: run from the project folder, or pass --params)") from None
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML: {error}") from None
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    path = Path(path)
+    return parse_params(read_raw(path), project_dir=path.resolve().parent)

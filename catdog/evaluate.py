@@ -1,0 +1,114 @@
+"""Stage 5, evaluate: the trained model on the held-out test split.
+
+Writes data/metrics/evaluate.json (accuracy first: the spec's metric), the plot data DVC
+renders (confusion.csv for the confusion template, roc.csv) and PNGs a person looks at:
+training curves, confusion matrix, ROC curve and a grid of misclassified test images.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from catdog.config import EvaluateParams
+from catdog.files import atomic_path, write_json
+from catdog.shards import ShardReader
+
+ECE_BINS = 10
+
+
+def binary_metrics(y_true: np.ndarray, p_dog: np.ndarray, threshold: float = 0.5) -> dict:
+    """Accuracy, precision/recall/F1 for 'dog', ROC AUC, log loss, per-class accuracy, ECE."""
+    y_true = y_true.astype(int)
+    y_pred = (p_dog >= threshold).astype(int)
+    tp = int(((y_pred == 1) & (y_true == 1)).sum())
+    tn = int(((y_pred == 0) & (y_true == 0)).sum())
+    fp = int(((y_pred == 1) & (y_true == 0)).sum())
+    fn = int(((y_pred == 0) & (y_true == 1)).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    clipped = np.clip(p_dog, 1e-7, 1 - 1e-7)
+    return {
+        "accuracy": (tp + tn) / len(y_true),
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "roc_auc": roc_auc(y_true, p_dog),
+        "loss": float(-np.mean(y_true * np.log(clipped) + (1 - y_true) * np.log(1 - clipped))),
+        "accuracy_cat": tn / (tn + fp) if tn + fp else 0.0,
+        "accuracy_dog": tp / (tp + fn) if tp + fn else 0.0,
+        "ece": expected_calibration_error(y_true, p_dog),
+        "test_images": int(len(y_true)),
+        "confusion": {"cat_as_cat": tn, "cat_as_dog": fp, "dog_as_cat": fn, "dog_as_dog": tp},
+    }
+
+
+def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
+    """Probability that a random dog scores above a random cat (ties count half)."""
+    positives, negatives = score[y_true == 1], score[y_true == 0]
+    if not len(positives) or not len(negatives):
+        return float("nan")
+    ranks = pd.Series(np.concatenate([positives, negatives])).rank().to_numpy()
+    return float((ranks[: len(positives)].sum() - len(positives) * (len(positives) + 1) / 2)
+                 / (len(positives) * len(negatives)))
+
+
+def roc_curve(y_true: np.ndarray, score: np.ndarray, max_points: int = 200) -> pd.DataFrame:
+    thresholds = np.unique(np.quantile(score, np.linspace(0, 1, max_points)))[::-1]
+    positives, negatives = max(1, (y_true == 1).sum()), max(1, (y_true == 0).sum())
+    rows = [(((score >= t) & (y_true == 0)).sum() / negatives, ((score >= t) & (y_true == 1)).sum() / positives, t)
+            for t in thresholds]
+    return pd.DataFrame([(0.0, 0.0, 1.0), *rows, (1.0, 1.0, 0.0)], columns=["fpr", "tpr", "threshold"])
+
+
+def expected_calibration_error(y_true: np.ndarray, p_dog: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
+    confidence = np.where(p_dog >= 0.5, p_dog, 1 - p_dog)
+    correct = (p_dog >= 0.5).astype(int) == y_true
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    return float(sum(abs(correct[which == b].mean() - confidence[which == b].mean()) * (which == b).mean()
+                     for b in range(bins) if (which == b).any()))
+
+
+def run(params: EvaluateParams, model_file: Path, preprocessed: Path, metrics_dir: Path, plots_dir: Path) -> dict:
+    from catdog.model import load_model
+    from catdog.train import ShardBatches
+
+    test = ShardReader(preprocessed / "test")
+    model = load_model(model_file)
+    p_dog = model.predict(ShardBatches(test, params.batch_size, shuffle=False), verbose=0).reshape(-1)
+    metrics = binary_metrics(test.labels, p_dog, params.threshold)
+    rounded = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
+    write_json(metrics_dir / "evaluate.json", rounded)
+
+    predicted = np.where(p_dog >= params.threshold, "dog", "cat")
+    predictions = test.index[["path", "label"]].rename(columns={"label": "actual"}).assign(
+        predicted=predicted, p_dog=p_dog.round(4))
+    with atomic_path(metrics_dir / "confusion.csv") as tmp:
+        predictions.to_csv(tmp, index=False)
+    with atomic_path(metrics_dir / "roc.csv") as tmp:
+        roc_curve(test.labels.astype(int), p_dog).round(4).to_csv(tmp, index=False)
+
+    from catdog import plots
+
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    wrong = np.flatnonzero(predicted != test.index["label"].to_numpy())[: params.misclassified_shown]
+    plots.misclassified_grid(test.images(wrong), predictions.iloc[wrong], plots_dir / "misclassified.png")
+    plots.confusion_matrix(metrics["confusion"], plots_dir / "confusion.png")
+    plots.roc(pd.read_csv(metrics_dir / "roc.csv"), metrics["roc_auc"], plots_dir / "roc.png")
+    history = metrics_dir / "train_history.csv"
+    if history.exists():
+        plots.training_curves(pd.read_csv(history), plots_dir / "training_curves.png")
+    print("evaluate: " + ", ".join(f"{k} {rounded[k]}" for k in
+                                   ["accuracy", "accuracy_cat", "accuracy_dog", "roc_auc", "loss", "ece"]))
+    print(f"evaluate: plots in {plots_dir}")
+    return rounded
+
+
+def load_metrics(metrics_dir: Path) -> dict:
+    return json.loads((metrics_dir / "evaluate.json").read_text())
+

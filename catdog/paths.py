@@ -1,0 +1,60 @@
+"""Where each stage reads and writes, relative to the project folder (dvc.yaml lists the same)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ProjectPaths:
+    root: Path
+
+    @property
+    def params(self) -> Path:
+        return self.root / "params.yaml"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def ingested(self) -> Path:
+        return self.data / "ingested"
+
+    @property
+    def validated(self) -> Path:
+        return self.data / "validated"
+
+    @property
+    def preprocessed(self) -> Path:
+        return self.data / "preprocessed"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.data / "model"
+
+    @property
+    def model(self) -> Path:
+        return self.model_dir / "model.keras"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.data / "checkpoints"
+
+    @property
+    def registry(self) -> Path:
+        return self.data / "registry"
+
+    @property
+    def metrics(self) -> Path:
+        """Small metric and plot-data files tracked by git (cache: false) so diffs work anywhere."""
+        return self.data / "metrics"
+
+    @property
+    def plots(self) -> Path:
+        return self.data / "plots"
+
+
+def project(root: Path | str = ".") -> ProjectPaths:
+    return ProjectPaths(Path(root).resolve())

@@ -1,0 +1,78 @@
+"""PNG plots people look at instead of reading numbers (rendered locally with matplotlib)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from catdog.files import atomic_path  # noqa: E402
+
+
+def _save(figure, target: Path) -> None:
+    with atomic_path(target) as tmp:
+        figure.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+
+
+def training_curves(history: pd.DataFrame, target: Path) -> None:
+    figure, (loss, accuracy) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for axis, metric in ((loss, "loss"), (accuracy, "accuracy")):
+        axis.plot(history["epoch"], history[metric], "o-", label=f"train {metric}")
+        if history[f"val_{metric}"].notna().any():
+            axis.plot(history["epoch"], history[f"val_{metric}"], "o-", label=f"val {metric}")
+        axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        axis.set_title(metric)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    _save(figure, target)
+
+
+def confusion_matrix(confusion: dict, target: Path) -> None:
+    cells = np.array([[confusion["cat_as_cat"], confusion["cat_as_dog"]],
+                      [confusion["dog_as_cat"], confusion["dog_as_dog"]]])
+    figure, axis = plt.subplots(figsize=(3.8, 3.4))
+    axis.imshow(cells, cmap="Blues")
+    for (row, col), count in np.ndenumerate(cells):
+        axis.text(col, row, str(count), ha="center", va="center",
+                  color="white" if count > cells.max() / 2 else "black", fontsize=14)
+    axis.set_xticks([0, 1], ["cat", "dog"])
+    axis.set_yticks([0, 1], ["cat", "dog"])
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("actual")
+    axis.set_title("confusion matrix (test)")
+    _save(figure, target)
+
+
+def roc(curve: pd.DataFrame, auc: float, target: Path) -> None:
+    figure, axis = plt.subplots(figsize=(3.8, 3.6))
+    axis.plot(curve["fpr"], curve["tpr"], label=f"AUC {auc:.3f}")
+    axis.plot([0, 1], [0, 1], "--", color="gray", linewidth=1)
+    axis.set_xlabel("false positive rate (cats called dog)")
+    axis.set_ylabel("true positive rate (dogs found)")
+    axis.set_title("ROC (test)")
+    axis.legend(loc="lower right")
+    _save(figure, target)
+
+
+def misclassified_grid(images: np.ndarray, rows: pd.DataFrame, target: Path, columns: int = 4) -> None:
+    count = len(rows)
+    grid_rows = max(1, math.ceil(count / columns))
+    figure, axes = plt.subplots(grid_rows, columns, figsize=(2.4 * columns, 2.6 * grid_rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, image, (_, row) in zip(axes.flat, images, rows.iterrows()):
+        axis.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
+        axis.set_title(f"{row['actual']} as {row['predicted']}\np(dog)={row['p_dog']:.2f}", fontsize=9)
+    if count == 0:
+        axes.flat[0].text(0.5, 0.5, "no misclassified test images", ha="center", va="center")
+    figure.suptitle("misclassified test images")
+    _save(figure, target)

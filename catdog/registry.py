@@ -1,0 +1,205 @@
+"""A model registry kept as plain files (works with or without git).
+
+    data/registry/
+      versions/v0001/model.keras   the model, byte for byte
+      versions/v0001/card.json     params, metrics, data fingerprint, code revision, sha256,
+                                   and the gate's decision with its reason
+      state.json                   {"production": "v0003", "history": ["v0001", "v0003"]}
+      events.jsonl                 what happened, one JSON line per event
+
+A new version becomes production only if its accuracy is at least `register.min_accuracy`
+and not worse than the current production version's (TFX Evaluator style blessing); else it
+stays a candidate with the reason. Every change happens under a file lock and lands by
+atomic rename, so a killed process leaves either the old or the new state, never a mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from catdog.errors import CatdogError
+from catdog.files import read_json, sha256_file, write_json
+
+PRODUCTION = "production"
+_VERSION = re.compile(r"^v(\d{4,})$")
+
+
+class RegistryError(CatdogError):
+    """A registry request that cannot be served; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    version: str
+    production: bool
+    reason: str
+    already_registered: bool = False
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class Registry:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.versions_dir = self.root / "versions"
+
+    # ------------------------------------------------------------ reading
+
+    def state(self) -> dict:
+        path = self.root / "state.json"
+        return read_json(path) if path.exists() else {"production": None, "history": []}
+
+    def versions(self) -> list[str]:
+        if not self.versions_dir.exists():
+            return []
+        names = [p.name for p in self.versions_dir.iterdir() if _VERSION.match(p.name)]
+        return sorted(names, key=lambda name: int(name[1:]))
+
+    def resolve(self, ref: str) -> str:
+        if ref == PRODUCTION:
+            production = self.state()["production"]
+            if production is None:
+                raise RegistryError("there is no production model yet: run `dvc repro` (or `make run`), "
+                                    "or promote a version with `catdog models promote VERSION`")
+            return production
+        if ref == "latest":
+            versions = self.versions()
+            if not versions:
+                raise RegistryError("the registry is empty: run `dvc repro` (or `make run`) first")
+            return versions[-1]
+        if ref not in self.versions():
+            known = ", ".join(self.versions()) or "none"
+            raise RegistryError(f"no model version {ref!r} in {self.root} (versions: {known})")
+        return ref
+
+    def card(self, ref: str) -> dict:
+        version = self.resolve(ref)
+        card = read_json(self.versions_dir / version / "card.json")
+        state = self.state()
+        card["status"] = (PRODUCTION if version == state["production"]
+                          else "previous production" if version in state["history"] else "candidate")
+        return card
+
+    def cards(self) -> list[dict]:
+        return [self.card(version) for version in self.versions()]
+
+    def model_path(self, ref: str) -> Path:
+        """The model file of a version, after checking it is the file that was registered."""
+        version = self.resolve(ref)
+        path = self.versions_dir / version / "model.keras"
+        expected = read_json(self.versions_dir / version / "card.json")["model_sha256"]
+        if not path.exists() or sha256_file(path) != expected:
+            raise RegistryError(
+                f"model {version} at {path} does not match its registered sha256 {expected[:12]}...: "
+                "the file was changed or damaged, so it will not be served. Restore it, or promote "
+                "another version (`catdog models list`)."
+            )
+        return path
+
+    def load_model(self, ref: str):
+        from catdog.model import load_model
+
+        return load_model(self.model_path(ref))
+
+    # ------------------------------------------------------------ writing
+
+    @contextlib.contextmanager
+    def _locked(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _log(self, event: str, **details) -> None:
+        with open(self.root / "events.jsonl", "a") as log:
+            log.write(json.dumps({"time": _now(), "event": event, **details}) + "\n")
+
+    def _set_production(self, version: str | None, history: list[str]) -> None:
+        write_json(self.root / "state.json", {"production": version, "history": history})
+
+    def register(self, model_file: Path, card: dict, min_accuracy: float) -> Decision:
+        """Add a model as a new version and decide whether it becomes production."""
+        digest = sha256_file(model_file)
+        accuracy = float(card["metrics"]["accuracy"])
+        with self._locked():
+            self._clean_partials()
+            for version in self.versions():
+                existing = read_json(self.versions_dir / version / "card.json")
+                if existing["model_sha256"] == digest:
+                    return self._finish_interrupted(version, existing)
+            state = self.state()
+            production, reason = self._gate(accuracy, state["production"], min_accuracy)
+            number = max([int(v[1:]) for v in self.versions()] or [0]) + 1
+            version = f"v{number:04d}"
+            partial = self.versions_dir / f".{version}.partial-{os.getpid()}"
+            partial.mkdir(parents=True)
+            shutil.copyfile(model_file, partial / "model.keras")
+            write_json(partial / "card.json", {**card, "version": version, "created": _now(),
+                                               "model_sha256": digest,
+                                               "decision": {"production": production, "reason": reason}})
+            os.replace(partial, self.versions_dir / version)
+            if production:
+                self._set_production(version, state["history"] + [version])
+            self._log("registered", version=version, production=production, reason=reason)
+        return Decision(version, production, reason)
+
+    def _gate(self, accuracy: float, current: str | None, min_accuracy: float) -> tuple[bool, str]:
+        if accuracy < min_accuracy:
+            return False, f"accuracy {accuracy:.4f} is below register.min_accuracy {min_accuracy:.4f}"
+        if current is None:
+            return True, f"accuracy {accuracy:.4f} >= register.min_accuracy {min_accuracy:.4f}; first production model"
+        current_accuracy = float(read_json(self.versions_dir / current / "card.json")["metrics"]["accuracy"])
+        if accuracy < current_accuracy:
+            return False, f"accuracy {accuracy:.4f} is worse than production {current} ({current_accuracy:.4f})"
+        return True, f"accuracy {accuracy:.4f} >= production {current} ({current_accuracy:.4f}) and >= {min_accuracy:.4f}"
+
+    def _finish_interrupted(self, version: str, card: dict) -> Decision:
+        """The same model was registered before; complete a promotion a kill may have cut short."""
+        state = self.state()
+        blessed = card["decision"]["production"]
+        if blessed and version not in state["history"]:
+            self._set_production(version, state["history"] + [version])
+            self._log("promoted", version=version, reason="completing an interrupted registration")
+        return Decision(version, blessed, f"already registered as {version}: {card['decision']['reason']}",
+                        already_registered=True)
+
+    def _clean_partials(self) -> None:
+        if self.versions_dir.exists():
+            for partial in self.versions_dir.glob(".v*.partial-*"):
+                shutil.rmtree(partial, ignore_errors=True)
+
+    def promote(self, ref: str) -> str:
+        with self._locked():
+            version = self.resolve(ref)
+            self.model_path(version)  # refuse to promote a damaged file
+            state = self.state()
+            if state["production"] == version:
+                return version
+            self._set_production(version, state["history"] + [version])
+            self._log("promoted", version=version, reason="manual promotion")
+        return version
+
+    def rollback(self) -> tuple[str, str]:
+        """Make the previous production version production again; returns (from, to)."""
+        with self._locked():
+            state = self.state()
+            history = list(state["history"])
+            if len(history) < 2:
+                raise RegistryError("nothing to roll back to: there has been at most one production version")
+            current = history.pop()
+            self._set_production(history[-1], history)
+            self._log("rolled back", version=history[-1], previous=current)
+        return current, history[-1]

@@ -1,0 +1,74 @@
+"""uint8 image shards on disk: written by preprocess, read batch by batch by train and evaluate.
+
+Each split folder holds `images-00000.npy` ... (N, size, size) uint8 and `index.csv` (path,
+label, sha256, shard, offset). Reads use positioned file reads, not mmap, so a reader's
+memory stays flat however large the data set is.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SPLITS = ("train", "val", "test")
+
+
+def shard_name(number: int) -> str:
+    return f"images-{number:05d}.npy"
+
+
+def write_shard(path: Path, images: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    with open(tmp, "wb") as f:
+        np.save(f, images)
+    os.replace(tmp, path)
+
+
+class ShardReader:
+    """Random access to the images of one split, one image = one positioned read."""
+
+    def __init__(self, split_dir: Path):
+        self.dir = Path(split_dir)
+        self.index = pd.read_csv(self.dir / "index.csv")
+        self.labels = (self.index["label"] == "dog").to_numpy(np.float32)
+        self._files: dict[int, tuple[int, int, tuple[int, ...]]] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _open(self, shard: int) -> tuple[int, int, tuple[int, ...]]:
+        if shard not in self._files:
+            path = self.dir / shard_name(shard)
+            array = np.load(path, mmap_mode="r")  # only to learn the header's length and shape
+            offset, shape = array.offset, array.shape
+            del array
+            self._files[shard] = (os.open(path, os.O_RDONLY), offset, shape)
+        return self._files[shard]
+
+    def images(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), size, size, 1) uint8 for the given row numbers."""
+        shards = self.index["shard"].to_numpy()[rows]
+        offsets = self.index["offset"].to_numpy()[rows]
+        out = None
+        for i, (shard, offset) in enumerate(zip(shards, offsets)):
+            fd, header, shape = self._open(int(shard))
+            side = shape[1]
+            if out is None:
+                out = np.empty((len(rows), side, side, 1), np.uint8)
+            size = side * side
+            out[i, :, :, 0] = np.frombuffer(os.pread(fd, size, header + int(offset) * size), np.uint8).reshape(side, side)
+        return out if out is not None else np.empty((0, 0, 0, 1), np.uint8)
+
+    def close(self) -> None:
+        for fd, _, _ in self._files.values():
+            os.close(fd)
+        self._files.clear()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

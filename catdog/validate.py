@@ -1,0 +1,232 @@
+"""Stage 2, validate: decode every ingested image and check the facts with Great Expectations.
+
+Per-image facts (format, mode, width, height, bytes, sha256, error) go into a DataFrame. A
+GX suite checks each row (label, decodable, size bounds, no conflicting duplicate); rows it
+flags are rejected with the reason, the rest are accepted. A second suite checks the
+accepted set as a whole (row count, class balance). Data Docs for both land in
+data/validated/data_docs/.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from functools import partial
+from multiprocessing import get_context
+from pathlib import Path
+
+import pandas as pd
+
+from catdog import LABELS
+from catdog.config import ValidateParams
+from catdog.errors import CatdogError
+from catdog.files import atomic_dir, sha256_file, write_json
+from catdog.images import inspect
+
+FACT_COLUMNS = ["path", "label", "format", "mode", "width", "height", "pixels", "bytes", "sha256", "error"]
+REJECTED_COLUMNS = ["path", "label", "stage", "reason"]
+
+
+class ValidationError(CatdogError):
+    """The data set as a whole is not fit to train on; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    accepted: pd.DataFrame
+    rejected: pd.DataFrame
+    counts: dict
+
+
+def _facts_of(row: tuple[str, str], root: Path, params: ValidateParams) -> dict:
+    path, label = row
+    file = root / path
+    facts = asdict(inspect(file, max_pixels=params.max_pixels, min_side=params.min_side))
+    pixels = facts["width"] * facts["height"] if facts["width"] else None
+    return {"path": path, "label": label, **facts, "pixels": pixels,
+            "bytes": file.stat().st_size, "sha256": sha256_file(file)}
+
+
+def collect_facts(manifest: pd.DataFrame, root: Path, params: ValidateParams, progress: bool = True) -> pd.DataFrame:
+    from tqdm import tqdm
+
+    work = partial(_facts_of, root=root, params=params)
+    rows = list(zip(manifest["path"], manifest["label"]))
+    workers = min(params.workers, os.cpu_count() or 1, max(1, len(rows) // 64))
+    if workers > 1:
+        with get_context("spawn").Pool(workers) as pool:
+            facts = list(tqdm(pool.imap(work, rows, chunksize=32), total=len(rows), desc="validate",
+                              unit="img", disable=not progress))
+    else:
+        facts = [work(row) for row in tqdm(rows, desc="validate", unit="img", disable=not progress)]
+    return pd.DataFrame(facts, columns=FACT_COLUMNS)
+
+
+def mark_duplicates(facts: pd.DataFrame) -> pd.DataFrame:
+    """Add `conflict` (same content under both labels) and `duplicate_of` (same label, kept once)."""
+    facts = facts.sort_values("path", ignore_index=True)
+    labels_per_hash = facts.groupby("sha256")["label"].transform("nunique")
+    facts["conflict"] = labels_per_hash > 1
+    first = facts.groupby(["sha256", "label"])["path"].transform("first")
+    facts["duplicate_of"] = first.where((first != facts["path"]) & ~facts["conflict"])
+    return facts
+
+
+# ---------------------------------------------------------------- Great Expectations
+
+
+def _row_expectations(params: ValidateParams):
+    import great_expectations as gx
+
+    E = gx.expectations
+    return [
+        (E.ExpectColumnValuesToBeInSet(column="label", value_set=list(LABELS)), "label is not cat or dog"),
+        (E.ExpectColumnValuesToBeNull(column="error"), None),  # the reason is the decode error itself
+        (E.ExpectColumnValuesToBeBetween(column="width", min_value=params.min_side),
+         f"width below validate.min_side ({params.min_side})"),
+        (E.ExpectColumnValuesToBeBetween(column="height", min_value=params.min_side),
+         f"height below validate.min_side ({params.min_side})"),
+        (E.ExpectColumnValuesToBeBetween(column="pixels", max_value=params.max_pixels),
+         f"more than validate.max_pixels ({params.max_pixels:,})"),
+        (E.ExpectColumnValuesToBeInSet(column="conflict", value_set=[False]),
+         "same image content is labelled both cat and dog"),
+    ]
+
+
+def _dataset_expectations(params: ValidateParams):
+    import great_expectations as gx
+
+    E = gx.expectations
+    return [
+        E.ExpectTableRowCountToBeBetween(min_value=params.min_images),
+        E.ExpectColumnMeanToBeBetween(column="is_dog", min_value=params.min_class_share,
+                                      max_value=1 - params.min_class_share),
+        E.ExpectColumnDistinctValuesToEqualSet(column="label", value_set=list(LABELS)),
+    ]
+
+
+class _GX:
+    """An ephemeral GX context whose Data Docs site is a folder of the project."""
+
+    def __init__(self, docs_dir: Path):
+        import great_expectations as gx
+
+        self.gx = gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self.context = gx.get_context(mode="ephemeral")
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        self.context.add_data_docs_site(site_name="catdog", site_config={
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        })
+        self.source = self.context.data_sources.add_pandas("images")
+
+    def check(self, name: str, frame: pd.DataFrame, expectations) -> list:
+        gx = self.gx
+        batch = self.source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
+        suite = self.context.suites.add(gx.ExpectationSuite(name=name))
+        for expectation in expectations:
+            suite.add_expectation(expectation)
+        definition = self.context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
+        checkpoint = self.context.checkpoints.add(gx.Checkpoint(
+            name=name, validation_definitions=[definition],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["catdog"])],
+            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["path"]},
+        ))
+        result = checkpoint.run(batch_parameters={"dataframe": frame})
+        return [r for run in result.run_results.values() for r in run.results]
+
+
+def _quiet_gx() -> None:
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import logging
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def run(params: ValidateParams, ingested: Path, out_dir: Path, metrics_file: Path,
+        progress: bool = True) -> ValidationResult:
+    _quiet_gx()
+    manifest = pd.read_csv(ingested / "manifest.csv")
+    skipped = pd.read_csv(ingested / "skipped.csv").fillna("")
+    facts = mark_duplicates(collect_facts(manifest, ingested, params, progress))
+
+    rejected = [{"path": s, "label": "", "stage": "ingest", "reason": r}
+                for s, r in zip(skipped["source"], skipped["reason"])]
+    duplicates = facts[facts["duplicate_of"].notna()]
+    rejected += [{"path": p, "label": lab, "stage": "validate", "reason": f"duplicate of {d} (kept once)"}
+                 for p, lab, d in zip(duplicates["path"], duplicates["label"], duplicates["duplicate_of"])]
+    candidates = facts[facts["duplicate_of"].isna()].drop(columns=["duplicate_of"]).reset_index(drop=True)
+
+    with atomic_dir(out_dir) as tmp:
+        checker = _GX(tmp / "data_docs")
+        reasons: dict[str, list[str]] = {}
+        errors = dict(zip(candidates["path"], candidates["error"]))
+        for result, expectation in zip(checker.check("images", candidates, [e for e, _ in _row_expectations(params)]),
+                                       _row_expectations(params)):
+            for failed in result.result.get("unexpected_index_list") or []:
+                path = failed["path"]
+                reasons.setdefault(path, []).append(expectation[1] or f"cannot decode: {errors[path]}")
+        bad = candidates["path"].isin(reasons)
+        rejected += [{"path": p, "label": lab, "stage": "validate", "reason": "; ".join(reasons[p])}
+                     for p, lab in zip(candidates.loc[bad, "path"], candidates.loc[bad, "label"])]
+        accepted = candidates[~bad].reset_index(drop=True)
+        rejected_frame = pd.DataFrame(rejected, columns=REJECTED_COLUMNS)
+        rejected_frame.to_csv(tmp / "rejected.csv", index=False)
+
+        dataset_failures = [r for r in checker.check("accepted", accepted.assign(is_dog=accepted["label"] == "dog"),
+                                                     _dataset_expectations(params)) if not r.success]
+        total = len(manifest) + len(skipped)
+        counts = _counts(total, accepted, rejected_frame, len(duplicates))
+        invalid = len(rejected_frame) - len(duplicates)
+        problems = []
+        if invalid / max(1, total) > params.max_rejected_share:
+            problems.append(f"{invalid} of {total} files ({invalid / total:.0%}) were rejected, "
+                            f"over validate.max_rejected_share ({params.max_rejected_share:.0%})")
+        problems += [_describe(r, params, accepted) for r in dataset_failures]
+        if not problems:  # on failure the report is kept, but no accepted list to train on
+            accepted.drop(columns=["conflict"]).to_csv(tmp / "accepted.csv", index=False)
+    write_json(metrics_file, counts)
+    if problems:
+        top = rejected_frame["reason"].value_counts().head(5)
+        raise ValidationError(
+            "validation failed:\n  - " + "\n  - ".join(problems)
+            + "\nmost common rejection reasons:\n" + "\n".join(f"  {n:5d}  {r}" for r, n in top.items())
+            + f"\nSee {out_dir / 'rejected.csv'} and {out_dir / 'data_docs' / 'index.html'}; "
+              "fix or remove the bad files, or relax the bounds in params.yaml (validate section)."
+        )
+    print(f"validate: {counts['accepted']} accepted ({counts['accepted_cat']} cat, {counts['accepted_dog']} dog), "
+          f"{counts['rejected']} rejected; report: {out_dir / 'data_docs' / 'index.html'}")
+    return ValidationResult(accepted, rejected_frame, counts)
+
+
+def _counts(total: int, accepted: pd.DataFrame, rejected: pd.DataFrame, duplicates: int) -> dict:
+    by_label = accepted["label"].value_counts()
+    return {
+        "files": int(total),
+        "accepted": int(len(accepted)),
+        "accepted_cat": int(by_label.get("cat", 0)),
+        "accepted_dog": int(by_label.get("dog", 0)),
+        "rejected": int(len(rejected)),
+        "duplicates": int(duplicates),
+        "rejected_share": round(len(rejected) / max(1, total), 4),
+    }
+
+
+def _describe(result, params: ValidateParams, accepted: pd.DataFrame) -> str:
+    kind = result.expectation_config.type
+    counts = accepted["label"].value_counts().to_dict()
+    if kind == "expect_table_row_count_to_be_between":
+        return f"only {len(accepted)} images accepted, fewer than validate.min_images ({params.min_images})"
+    if kind == "expect_column_distinct_values_to_equal_set":
+        missing = [label for label in LABELS if counts.get(label, 0) == 0]
+        return f"no accepted images of class {', '.join(missing)}"
+    if kind == "expect_column_mean_to_be_between":
+        return (f"classes are imbalanced ({counts}); each must be at least "
+                f"validate.min_class_share ({params.min_class_share:.0%}) of the data")
+    return f"{kind} failed"
