@@ -98,8 +98,7 @@ class Params:
         return dataclasses.asdict(self)
 
 
-SECTIONS: dict[str, type] = {f.name: f.type for f in dataclasses.fields(Params)}
-_SECTION_TYPES = typing.get_type_hints(Params)
+SECTIONS: dict[str, type] = typing.get_type_hints(Params)  # section name -> its dataclass
 
 
 def _check_value(key: str, value: Any, hint: Any, meta: dict) -> Any:
@@ -126,7 +125,7 @@ def _check_value(key: str, value: Any, hint: Any, meta: dict) -> Any:
 
 
 def _build_section(name: str, raw: Any) -> Any:
-    cls = _SECTION_TYPES[name]
+    cls = SECTIONS[name]
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -170,7 +169,7 @@ def apply_overrides(raw: dict, overrides: dict[str, Any]) -> dict:
         section, _, name = key.partition(".")
         if section not in SECTIONS or not name:
             raise ParamsError(f"{key}: unknown key (fix: use 'section.key', sections: {', '.join(SECTIONS)})")
-        known = {f.name for f in dataclasses.fields(_SECTION_TYPES[section])}
+        known = {f.name for f in dataclasses.fields(SECTIONS[section])}
         if name not in known:
             raise ParamsError(f"{key}: unknown key (fix: use one of {', '.join(sorted(known))})")
         result.setdefault(section, {})[name] = value

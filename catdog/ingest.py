@@ -188,7 +188,7 @@ def zip_entries(archive: Path, params: IngestParams) -> Iterator[Entry]:
                 yield Entry(info.filename, refused="unsafe path (absolute or '..')")
             elif stat.S_ISLNK(mode):
                 yield Entry(name, refused="symbolic link")
-            elif mode and not stat.S_ISREG(mode):
+            elif stat.S_IFMT(mode) not in (0, stat.S_IFREG):  # 0: no file type recorded
                 yield Entry(name, refused="device or special file")
             elif info.compress_size and info.file_size / info.compress_size > params.max_compression_ratio:
                 ratio = info.file_size / info.compress_size

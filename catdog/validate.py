@@ -158,23 +158,29 @@ def run(params: ValidateParams, ingested: Path, out_dir: Path, metrics_file: Pat
 
     rejected = [{"path": s, "label": "", "stage": "ingest", "reason": r}
                 for s, r in zip(skipped["source"], skipped["reason"])]
-    duplicates = facts[facts["duplicate_of"].notna()]
-    rejected += [{"path": p, "label": lab, "stage": "validate", "reason": f"duplicate of {d} (kept once)"}
-                 for p, lab, d in zip(duplicates["path"], duplicates["label"], duplicates["duplicate_of"])]
+    copies = facts[facts["duplicate_of"].notna()]
     candidates = facts[facts["duplicate_of"].isna()].drop(columns=["duplicate_of"]).reset_index(drop=True)
 
     with atomic_dir(out_dir) as tmp:
         checker = _GX(tmp / "data_docs")
         reasons: dict[str, list[str]] = {}
         errors = dict(zip(candidates["path"], candidates["error"]))
-        for result, expectation in zip(checker.check("images", candidates, [e for e, _ in _row_expectations(params)]),
-                                       _row_expectations(params)):
+        expectations = _row_expectations(params)
+        for result, (_, reason) in zip(checker.check("images", candidates, [e for e, _ in expectations]), expectations):
             for failed in result.result.get("unexpected_index_list") or []:
                 path = failed["path"]
-                reasons.setdefault(path, []).append(expectation[1] or f"cannot decode: {errors[path]}")
+                reasons.setdefault(path, []).append(reason or f"cannot decode: {errors[path]}")
         bad = candidates["path"].isin(reasons)
         rejected += [{"path": p, "label": lab, "stage": "validate", "reason": "; ".join(reasons[p])}
                      for p, lab in zip(candidates.loc[bad, "path"], candidates.loc[bad, "label"])]
+        # A copy of an accepted image is harmless (kept once); a copy of a rejected one is just as bad.
+        harmless = 0
+        for path, label, original in zip(copies["path"], copies["label"], copies["duplicate_of"]):
+            if original in reasons:
+                reason = "; ".join(reasons[original]) + f" (same content as {original})"
+            else:
+                reason, harmless = f"duplicate of {original} (kept once)", harmless + 1
+            rejected.append({"path": path, "label": label, "stage": "validate", "reason": reason})
         accepted = candidates[~bad].reset_index(drop=True)
         rejected_frame = pd.DataFrame(rejected, columns=REJECTED_COLUMNS)
         rejected_frame.to_csv(tmp / "rejected.csv", index=False)
@@ -182,8 +188,8 @@ def run(params: ValidateParams, ingested: Path, out_dir: Path, metrics_file: Pat
         dataset_failures = [r for r in checker.check("accepted", accepted.assign(is_dog=accepted["label"] == "dog"),
                                                      _dataset_expectations(params)) if not r.success]
         total = len(manifest) + len(skipped)
-        counts = _counts(total, accepted, rejected_frame, len(duplicates))
-        invalid = len(rejected_frame) - len(duplicates)
+        counts = _counts(total, accepted, rejected_frame, harmless)
+        invalid = len(rejected_frame) - harmless
         problems = []
         if invalid / max(1, total) > params.max_rejected_share:
             problems.append(f"{invalid} of {total} files ({invalid / total:.0%}) were rejected, "

@@ -1,0 +1,110 @@
+"""Shared fixtures: a temporary copy of the project that runs the real `catdog` and `dvc`."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SHARED_ZIP = REPO.parent / "shared" / "data" / "dogs-vs-cats-2000.zip"
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "catdog", "tasks", "flows", "deployments", ".dvcignore"]
+
+# A budget that exercises every stage in seconds: 32x32 inputs, 20 images per class, 1 epoch.
+TINY = {
+    "ingest": {"max_per_class": 20},
+    "validate": {"workers": 1},
+    "preprocess": {"image_size": 32, "workers": 1, "val_fraction": 0.2, "test_fraction": 0.25},
+    "train": {"epochs": 1, "batch_size": 8},
+    "register": {"min_accuracy": 0.0},
+}
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def env() -> dict:
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "GX_ANALYTICS_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "2",
+            "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1"}
+
+
+def run(args: list[str], cwd: Path, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {result.returncode}\n--- stdout\n{result.stdout[-4000:]}"
+                             f"\n--- stderr\n{result.stderr[-4000:]}")
+    return result
+
+
+def set_params(project: Path, changes: dict) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    for section, values in changes.items():
+        params.setdefault(section, {}).update(values)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_project(target: Path, *, git: bool = False, tiny: bool = True) -> Path:
+    target.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif source.exists():
+            shutil.copy2(source, target / name)
+    if git:
+        run(["git", "init", "-q"], target)
+        run(["git", "config", "user.email", "test@catdog.local"], target)
+        run(["git", "config", "user.name", "catdog test"], target)
+        run(["dvc", "init", "-q"], target)
+    else:
+        run(["dvc", "init", "-q", "--no-scm"], target)
+    if tiny:
+        set_params(target, TINY)
+    return target
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A fresh copy of the project (no git, `dvc init --no-scm`) with tiny-budget params."""
+    return make_project(tmp_path / "project")
+
+
+def image_bytes(kind: str = "dog", size=(64, 48), fmt: str = "PNG", mode: str = "RGB", seed: int = 0) -> bytes:
+    """A synthetic picture; 'cat' and 'dog' differ enough (bright vs dark blob) to be learnable."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    yy, xx = np.mgrid[0:height, 0:width]
+    blob = ((xx - width / 2) ** 2 + (yy - height / 2) ** 2) < (min(size) / 3) ** 2
+    base = rng.integers(0, 60, (height, width)).astype(np.uint8)
+    base[blob] = 220 if kind == "dog" else 110
+    image = Image.fromarray(base, "L").convert(mode) if mode != "L" else Image.fromarray(base, "L")
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def write_images(folder: Path, per_class: int = 12, layout: str = "folders", fmt: str = "JPEG") -> Path:
+    """Generated cat/dog images in class folders (`cat/1.jpg`) or Kaggle's flat layout (`cat.1.jpg`)."""
+    ext = {"JPEG": "jpg", "PNG": "png"}[fmt]
+    for label in ("cat", "dog"):
+        for i in range(per_class):
+            name = f"{label}/{i}.{ext}" if layout == "folders" else f"{label}.{i}.{ext}"
+            path = folder / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(image_bytes(label, (40 + i, 36 + 2 * i), fmt, seed=i + (1000 if label == "dog" else 0)))
+    return folder
+
+
+def stages_run(dvc_output: str) -> list[str]:
+    """Stage names that `dvc repro` ran (not skipped), from its output."""
+    return [line.split("'")[1] for line in dvc_output.splitlines() if line.startswith("Running stage '")]

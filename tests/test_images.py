@@ -1,0 +1,95 @@
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from catdog.images import ImageError, load_model_input, to_grayscale, to_square
+from tests.conftest import image_bytes
+
+
+def _png(image: Image.Image, **save) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", **save)
+    return buffer.getvalue()
+
+
+def test_any_image_becomes_size_by_size_uint8():
+    for fmt, mode in [("PNG", "RGB"), ("JPEG", "RGB"), ("PNG", "RGBA"), ("PNG", "L"), ("BMP", "RGB")]:
+        array = load_model_input(image_bytes("dog", (75, 31), fmt, mode), 32)
+        assert array.shape == (32, 32) and array.dtype == np.uint8
+
+
+def test_alpha_is_composited_on_white():
+    transparent = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    assert np.asarray(to_grayscale(transparent)).min() == 255
+
+
+def test_sixteen_bit_is_scaled_not_clipped():
+    values = np.full((8, 8), 32768, np.uint16)
+    image = Image.open(io.BytesIO(_png(Image.fromarray(values))))
+    assert image.mode.startswith("I")
+    assert abs(int(np.asarray(to_grayscale(image)).mean()) - 128) <= 1
+
+
+def test_resize_policies():
+    wide = Image.fromarray(np.full((10, 40), 200, np.uint8), "L")
+    assert np.asarray(to_square(wide, 20, "stretch")).min() == 200
+    padded = np.asarray(to_square(wide, 20, "pad"))
+    assert padded[0, 10] == 128 and padded[10, 10] == 200  # mid-gray bars above and below
+    assert np.asarray(to_square(wide, 20, "crop")).min() == 200
+
+
+def test_bombs_are_refused_from_the_header():
+    huge = Image.new("L", (5000, 5000))
+    with pytest.raises(ImageError, match="too large: 5000x5000"):
+        load_model_input(_png(huge, optimize=False), 32, max_pixels=1_000_000)
+
+
+def test_predict_sees_images_exactly_as_preprocessing(tmp_path):
+    """PNG, JPEG, RGB, RGBA, grayscale and odd sizes: same p(dog) through both paths."""
+    from catdog.config import PreprocessParams
+    from catdog.model import build_model
+    from catdog.predict import predict_files
+    from catdog.preprocess import run
+    from catdog.shards import ShardReader
+
+    ingested = tmp_path / "ingested"
+    cases = [("PNG", "RGB", (64, 48)), ("JPEG", "RGB", (33, 97)), ("PNG", "RGBA", (50, 50)),
+             ("PNG", "L", (17, 300)), ("JPEG", "L", (640, 480))]
+    rows = []
+    for i, (fmt, mode, size) in enumerate(cases):
+        path = ingested / f"images/{i}.{fmt.lower()}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(image_bytes("dog" if i % 2 else "cat", size, fmt, mode, seed=i))
+        rows.append({"path": f"images/{i}.{fmt.lower()}", "label": "cat", "sha256": ("0" if i == 0 else "f") * 64})
+    (tmp_path / "validated").mkdir()
+    pd.DataFrame(rows).to_csv(tmp_path / "validated/accepted.csv", index=False)
+    run(PreprocessParams(image_size=32, workers=1, test_fraction=0.01, val_fraction=0.0),
+        tmp_path / "validated", ingested, tmp_path / "pre", progress=False)
+    model = build_model(image_size=32)
+    by_path = {}
+    for split in ("train", "test"):
+        reader = ShardReader(tmp_path / "pre" / split)
+        from_shards = model.predict(reader.images(np.arange(len(reader))), verbose=0).reshape(-1)
+        by_path.update(zip(reader.index["path"], from_shards))
+    assert len(by_path) == len(cases)
+    predicted = predict_files(model, [ingested / r["path"] for r in rows], 32)
+    for row, prediction in zip(rows, predicted):
+        assert prediction.error is None
+        assert prediction.p_dog == pytest.approx(by_path[row["path"]], abs=1e-6)
+
+
+def test_predict_reports_unreadable_files_and_predicts_the_rest(tmp_path):
+    from catdog.model import build_model
+    from catdog.predict import predict_files
+
+    good = tmp_path / "good.png"
+    good.write_bytes(image_bytes())
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("<html>not an image</html>")
+    results = predict_files(build_model(image_size=32), [bad, good, tmp_path / "missing.jpg"], 32)
+    assert [r.error is None for r in results] == [False, True, False]
+    assert "not an image" in results[0].error and "not found" in results[2].error
+    assert results[1].label in ("cat", "dog")

@@ -1,0 +1,83 @@
+"""The real `dvc repro` on a temporary copy of the project, tiny budget."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from tests.conftest import make_project, run, set_params, stages_run, write_images
+
+ALL_STAGES = ["ingest", "validate", "preprocess", "train", "evaluate", "register"]
+pytestmark = pytest.mark.slow
+
+
+def test_repro_produces_every_output_then_skips_then_reruns_only_downstream(tmp_path):
+    project = make_project(tmp_path / "project")
+    first = run(["dvc", "repro"], project)
+    assert stages_run(first.stdout) == ALL_STAGES
+
+    data = project / "data"
+    manifest = pd.read_csv(data / "ingested/manifest.csv")
+    assert manifest["label"].value_counts().to_dict() == {"cat": 20, "dog": 20}
+    assert (data / "validated/accepted.csv").exists() and (data / "validated/rejected.csv").exists()
+    assert (data / "validated/data_docs/index.html").exists()
+    meta = json.loads((data / "preprocessed/meta.json").read_text())
+    assert meta["image_size"] == 32 and sum(meta["counts"].values()) == json.loads(
+        (data / "metrics/validate.json").read_text())["accepted"]
+    assert (data / "model/model.keras").exists()
+    history = pd.read_csv(data / "metrics/train_history.csv")
+    assert history.columns.tolist() == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
+    assert len(history) == 1
+    metrics = json.loads((data / "metrics/evaluate.json").read_text())
+    for key in ["accuracy", "precision", "recall", "f1", "roc_auc", "loss", "confusion", "ece",
+                "accuracy_cat", "accuracy_dog"]:
+        assert key in metrics
+    confusion = pd.read_csv(data / "metrics/confusion.csv")
+    assert set(confusion.columns) >= {"actual", "predicted"} and len(confusion) == metrics["test_images"]
+    for png in ["training_curves", "confusion", "roc", "misclassified"]:
+        assert (data / f"plots/{png}.png").stat().st_size > 1000
+    decision = json.loads((data / "metrics/register.json").read_text())
+    assert decision["version"] == "v0001" and decision["production"]
+    assert (data / "registry/versions/v0001/model.keras").exists()
+
+    second = run(["dvc", "repro"], project)
+    assert stages_run(second.stdout) == []
+    assert second.stdout.count("didn't change, skipping") == len(ALL_STAGES)
+
+    set_params(project, {"train": {"learning_rate": 0.002}})
+    third = run(["dvc", "repro"], project)
+    assert stages_run(third.stdout) == ["train", "evaluate", "register"]
+
+    listed = json.loads(run(["catdog", "models", "list", "--json"], project).stdout)
+    assert [m["version"] for m in listed] == ["v0001", "v0002"]
+    views = json.loads(run(["dvc", "plots", "show", "--json"], project).stdout)["data"]
+    for view in ["training loss", "training accuracy", "confusion matrix (test)", "ROC curve (test)"]:
+        assert views[view][0]["type"] == "vega", view
+    assert any(name.endswith("misclassified.png") for name in views)
+
+    set_params(project, {"ingest": {"source": str(write_images(tmp_path / "photos", per_class=12))}})
+    fourth = run(["dvc", "repro"], project)
+    assert stages_run(fourth.stdout) == ALL_STAGES
+
+    predicted = json.loads(run(["catdog", "predict", "--json", str(tmp_path / "photos/cat/0.jpg"),
+                                str(tmp_path / "photos/dog/0.jpg")], project).stdout)
+    assert [p["label"] in ("cat", "dog") for p in predicted] == [True, True]
+
+
+def test_bad_params_stop_the_pipeline_before_any_work(project):
+    set_params(project, {"train": {"epochs": -1}})
+    result = run(["dvc", "repro"], project, check=False)
+    assert result.returncode != 0
+    assert "train.epochs: -1 is out of range (fix: use a value between 1 and 10000)" in result.stderr + result.stdout
+    assert not (project / "data/ingested").exists()
+
+
+def test_works_in_a_git_repository_too(tmp_path):
+    project = make_project(tmp_path / "project", git=True)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "project"], project)
+    run(["dvc", "repro"], project)
+    card = json.loads(run(["catdog", "models", "show", "production", "--json"], project).stdout)
+    head = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
+    assert card["code_revision"].startswith(head)
+    assert card["params"]["train"]["learning_rate"] == 0.001

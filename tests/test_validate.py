@@ -1,0 +1,64 @@
+import json
+
+import pandas as pd
+import pytest
+
+from catdog.config import IngestParams, ValidateParams
+from catdog import ingest, validate
+from tests.conftest import image_bytes, write_images
+
+
+def _validate(tmp_path, source, **params):
+    ingest.run(IngestParams(), tmp_path / "ingested", source, progress=False)
+    return validate.run(ValidateParams(workers=1, **params), tmp_path / "ingested", tmp_path / "validated",
+                        tmp_path / "metrics/validate.json", progress=False)
+
+
+def test_bad_files_are_rejected_by_name_with_reason_and_good_ones_kept(tmp_path):
+    source = write_images(tmp_path / "src", per_class=10)
+    good_jpeg = (source / "cat/0.jpg").read_bytes()
+    (source / "cat/empty.jpg").write_bytes(b"")
+    (source / "cat/truncated.jpg").write_bytes(good_jpeg[: len(good_jpeg) // 2])
+    (source / "dog/page.jpg").write_text("<html><body>404</body></html>")
+    (source / "dog/noise.jpg").write_bytes(bytes(range(256)) * 8)
+    (source / "dog/tiny.png").write_bytes(image_bytes("dog", (8, 8)))
+    (source / "cat/copy-of-0.jpg").write_bytes(good_jpeg)      # same class twice: kept once
+    (source / "dog/lookalike.jpg").write_bytes((source / "cat/1.jpg").read_bytes())  # both labels
+    result = _validate(tmp_path, source, max_rejected_share=0.5)
+
+    reasons = dict(zip(result.rejected["path"], result.rejected["reason"]))
+    assert "not an image" in reasons["images/cat/empty.jpg"]
+    assert "cannot decode" in reasons["images/cat/truncated.jpg"]
+    assert "not an image" in reasons["images/dog/page.jpg"]
+    assert "not an image" in reasons["images/dog/noise.jpg"]
+    assert "width below validate.min_side" in reasons["images/dog/tiny.png"]
+    assert reasons["images/cat/copy-of-0.jpg"] == "duplicate of images/cat/0.jpg (kept once)"
+    assert "labelled both cat and dog" in reasons["images/dog/lookalike.jpg"]
+    assert "labelled both cat and dog" in reasons["images/cat/1.jpg"]
+    accepted = set(pd.read_csv(tmp_path / "validated/accepted.csv")["path"])
+    assert accepted == {f"images/{c}/{i}.jpg" for c in ("cat", "dog") for i in range(10)} - {"images/cat/1.jpg"}
+    saved = pd.read_csv(tmp_path / "validated/rejected.csv")
+    assert set(saved["path"]) == set(reasons)
+    metrics = json.loads((tmp_path / "metrics/validate.json").read_text())
+    assert metrics["accepted"] == 19 and metrics["rejected"] == 8 and metrics["duplicates"] == 1
+    assert (tmp_path / "validated/data_docs/index.html").exists()
+
+
+def test_too_many_rejections_fail_with_a_clear_message_and_no_accepted_list(tmp_path):
+    source = write_images(tmp_path / "src", per_class=5)
+    for i in range(5):
+        (source / f"cat/broken{i}.jpg").write_bytes(b"garbage")
+    with pytest.raises(validate.ValidationError, match=r"5 of 15 files \(33%\) were rejected, over "
+                                                       r"validate.max_rejected_share \(20%\)"):
+        _validate(tmp_path, source, max_rejected_share=0.2)
+    assert (tmp_path / "validated/rejected.csv").exists()
+    assert not (tmp_path / "validated/accepted.csv").exists()
+
+
+def test_an_empty_class_fails(tmp_path):
+    source = tmp_path / "src"
+    write_images(source, per_class=6)
+    for path in (source / "dog").iterdir():
+        path.unlink()
+    with pytest.raises(validate.ValidationError, match="no accepted images of class dog"):
+        _validate(tmp_path, source)
