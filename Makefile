@@ -34,3 +34,14 @@ lock:
 
 clean:
 	rm -rf $(VENV)
+
+# Prefect: a local server + worker, the deployments, and a run (see README "Orchestration").
+.PHONY: prefect-up deploy nightly prefect-down
+prefect-up: setup
+	deployments/local.sh up
+deploy: setup
+	deployments/local.sh deploy
+nightly: setup
+	prefect deployment run train/nightly
+prefect-down:
+	deployments/local.sh down

@@ -176,6 +176,30 @@ def apply_overrides(raw: dict, overrides: dict[str, Any]) -> dict:
     return result
 
 
+def write_overrides(path: Path | str, overrides: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Validate dotted-key overrides against the whole params file, then write them into it
+    (comments kept) so that dvc.lock records what the run used. Returns {key: (old, new)}."""
+    from ruamel.yaml import YAML
+
+    from catdog.files import atomic_path
+
+    path = Path(path)
+    raw = read_raw(path)
+    parse_params(apply_overrides(raw, overrides), project_dir=path.resolve().parent)
+    changes = {key: ((raw.get(key.split(".")[0]) or {}).get(key.split(".", 1)[1]), value)
+               for key, value in overrides.items()}
+    changes = {key: (old, new) for key, (old, new) in changes.items() if old != new}
+    if changes:
+        yaml_rt = YAML()
+        document = yaml_rt.load(path.read_text())
+        for key in changes:
+            section, name = key.split(".", 1)
+            document.setdefault(section, {})[name] = overrides[key]
+        with atomic_path(path) as tmp, open(tmp, "w") as f:
+            yaml_rt.dump(document, f)
+    return changes
+
+
 def read_raw(path: Path) -> dict:
     try:
         text = Path(path).read_text()

@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers that run catdog's DVC stages and publish run reports."""

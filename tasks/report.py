@@ -1,0 +1,62 @@
+"""Prefect artifacts a reviewer wants at the end of a run: summary, metrics table, links."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from prefect import task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+
+from catdog.paths import project
+
+METRIC_KEYS = ["accuracy", "precision", "recall", "f1", "roc_auc", "loss", "ece", "accuracy_cat", "accuracy_dog"]
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def summary_markdown(project_dir: Path, outcomes: list[dict], changes: dict) -> str:
+    paths = project(project_dir)
+    counts = _read(paths.metrics / "validate.json")
+    metrics = _read(paths.metrics / "evaluate.json")
+    decision = _read(paths.metrics / "register.json")
+    verdict = "**production**" if decision.get("production") else "candidate"
+    lines = [f"# catdog run: model {decision.get('version', '?')} is {verdict}", "",
+             f"Registry decision: {decision.get('reason', 'n/a')} (production is now "
+             f"{decision.get('production_version') or 'none'}).", "", "## Stages", "",
+             "| stage | this run |", "|---|---|"]
+    lines += [f"| {o['stage']} | {'ran' if o['ran'] else 'unchanged, skipped'} |" for o in outcomes]
+    lines += ["", "## Data", "",
+              f"{counts.get('files', '?')} files ingested, {counts.get('accepted', '?')} accepted "
+              f"({counts.get('accepted_cat', '?')} cat, {counts.get('accepted_dog', '?')} dog), "
+              f"{counts.get('rejected', '?')} rejected."]
+    rejected_csv = paths.validated / "rejected.csv"
+    if rejected_csv.exists():
+        reasons = pd.read_csv(rejected_csv)["reason"].value_counts().head(5)
+        lines += [f"- {n} × {reason}" for reason, n in reasons.items()]
+    lines += ["", "## Test metrics", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {metrics[k]:.4f} |" for k in METRIC_KEYS if k in metrics]
+    if changes:
+        lines += ["", "## Params changed by this run (written to params.yaml, recorded in dvc.lock)", ""]
+        lines += [f"- `{key}`: {old!r} → {new!r}" for key, (old, new) in changes.items()]
+    lines += ["", f"Validation report: `{paths.validated / 'data_docs' / 'index.html'}`",
+              f"Plots: `{paths.plots}`"]
+    return "\n".join(lines)
+
+
+@task(name="publish-run-report")
+def publish_run_report(project_dir: str, outcomes: list[dict], changes: dict) -> str:
+    paths = project(project_dir)
+    markdown = summary_markdown(paths.root, outcomes, changes)
+    create_markdown_artifact(markdown, key="catdog-run-summary", description="catdog pipeline run")
+    metrics = _read(paths.metrics / "evaluate.json")
+    create_table_artifact([{"metric": k, "value": metrics[k]} for k in METRIC_KEYS if k in metrics],
+                          key="catdog-test-metrics", description="metrics on the test split")
+    create_link_artifact((paths.validated / "data_docs" / "index.html").as_uri(), "Great Expectations Data Docs",
+                         key="catdog-data-docs")
+    create_link_artifact(paths.plots.as_uri(), "Plots (training curves, confusion, ROC, misclassified)",
+                         key="catdog-plots")
+    return markdown

@@ -1,0 +1,93 @@
+"""Flow `train` on a real (temporary) Prefect server via prefect_test_harness, tiny budget."""
+
+import json
+
+import pytest
+import yaml
+
+from tests.conftest import make_project, set_params, write_images
+
+prefect = pytest.importorskip("prefect")
+from prefect.client.orchestration import get_client  # noqa: E402
+from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterKey, FlowRunFilter,  # noqa: E402
+                                            FlowRunFilterId)
+from prefect.testing.utilities import prefect_test_harness  # noqa: E402
+
+from catdog.config import ParamsError  # noqa: E402
+from flows.train import train  # noqa: E402
+
+STAGES = ["ingest", "validate", "preprocess", "train", "evaluate", "register"]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def harness():
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+def _task_runs(flow_run_id):
+    with get_client(sync_client=True) as client:
+        return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+
+
+def test_flow_runs_every_stage_then_skips_them_and_publishes_artifacts(tmp_path):
+    project = make_project(tmp_path / "project")
+    first = train(overrides={"train.seed": 7}, project_dir=str(project))
+    assert [s["stage"] for s in first["stages"]] == STAGES
+    assert all(s["ran"] for s in first["stages"])
+    assert "data/model" in first["stages"][3]["outputs"]
+    assert first["params_changed"] == {"train.seed": [42, 7]}
+    # the override is recorded where DVC sees it, comments kept
+    assert yaml.safe_load((project / "params.yaml").read_text())["train"]["seed"] == 7
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    assert lock["stages"]["train"]["params"]["params.yaml"]["train"]["seed"] == 7
+
+    second = train(project_dir=str(project))
+    assert [s["ran"] for s in second["stages"]] == [False] * 6
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
+            any_=["catdog-run-summary", "catdog-test-metrics", "catdog-data-docs", "catdog-plots"])))
+    by_key = {a.key: a for a in artifacts}
+    assert set(by_key) == {"catdog-run-summary", "catdog-test-metrics", "catdog-data-docs", "catdog-plots"}
+    accuracy = json.loads((project / "data/metrics/evaluate.json").read_text())["accuracy"]
+    summary = by_key["catdog-run-summary"].data
+    assert "is **production**" in summary and f"| accuracy | {accuracy:.4f} |" in summary
+    assert "index.html" in by_key["catdog-data-docs"].data
+
+
+def test_bad_override_key_fails_before_any_stage(tmp_path):
+    project = make_project(tmp_path / "project")
+    with pytest.raises(ParamsError, match="^train.epochz: unknown key"):
+        train(overrides={"train.epochz": 3}, project_dir=str(project))
+    with pytest.raises(ParamsError, match="^train.epochs: -2 is out of range"):
+        train(overrides={"train.epochs": -2}, project_dir=str(project))
+    assert not (project / "data/ingested").exists()
+
+
+def test_transient_failure_is_retried(tmp_path):
+    project = make_project(tmp_path / "project")
+    dvc_yaml = (project / "dvc.yaml").read_text()
+    # The first attempt of ingest is killed as an OOM killer would; the retry must succeed.
+    killed_once = "sh -c 'if [ ! -e .killed-once ]; then touch .killed-once; kill -9 $$; fi; catdog ingest'"
+    (project / "dvc.yaml").write_text(dvc_yaml.replace("cmd: catdog ingest", f"cmd: {killed_once}", 1))
+    state = train(project_dir=str(project), return_state=True)
+    assert state.is_completed()
+    ingest_run = next(t for t in _task_runs(state.state_details.flow_run_id) if t.name == "ingest")
+    assert ingest_run.run_count == 2
+    assert (project / ".killed-once").exists()
+
+
+def test_validation_failure_is_not_retried_and_the_reason_is_logged(tmp_path, caplog):
+    project = make_project(tmp_path / "project")
+    photos = write_images(tmp_path / "photos", per_class=4)
+    for i in range(6):
+        (photos / f"cat/broken{i}.jpg").write_bytes(b"not a jpeg %d" % i)
+    set_params(project, {"ingest": {"source": str(photos)}})
+    state = train(project_dir=str(project), return_state=True)
+    assert state.is_failed()
+    validate_run = next(t for t in _task_runs(state.state_details.flow_run_id) if t.name == "validate")
+    assert validate_run.run_count == 1
+    assert "were rejected, over validate.max_rejected_share" in caplog.text
+    assert "stage 'validate' failed" in caplog.text
