@@ -36,8 +36,8 @@ from catdog.files import atomic_dir
 ANIMAL_MNIST_LABELS = {2: "cat", 4: "dog"}  # checked by looking at the images
 _CLASS_NAMES = {"cat": "cat", "cats": "cat", "dog": "dog", "dogs": "dog"}
 _LABEL_IN_NAME = re.compile(r"^(cats?|dogs?)(?=[._\-\s0-9])", re.IGNORECASE)
-_JUNK_NAMES = {"thumbs.db", "desktop.ini", "ehthumbs.db"}
-_JUNK_DIRS = {"__macosx", ".ds_store"}
+_JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini", "ehthumbs.db"}
+_JUNK_DIRS = {"__macosx"}
 MANIFEST_COLUMNS = ["path", "label", "sha256", "bytes", "source"]
 
 

@@ -121,8 +121,9 @@ def run(params: TrainParams, preprocessed: Path, model_dir: Path, checkpoints: P
         validation_data=ShardBatches(val, params.batch_size, shuffle=False) if len(val) else None,
         epochs=params.epochs,
         callbacks=[
-            keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False),
+            # History first: a kill between the two repeats an epoch, never loses one from the log.
             keras.callbacks.CSVLogger(str(history_file), append=True),
+            keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False),
             throughput,
         ],
         verbose=1 if sys.stdout.isatty() else 2,

@@ -1,0 +1,114 @@
+"""End to end against a real Prefect server: deploy, schedule, run train/nightly with a worker."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.conftest import BIN, env, make_project, run
+
+pytestmark = pytest.mark.slow
+
+CLIENT_QUERY = """
+import json, sys
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter
+with get_client(sync_client=True) as client:
+    deployment = client.read_deployment_by_name("train/nightly")
+    schedules = client.read_deployment_schedules(deployment.id)
+    runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])))
+    result = {
+        "concurrency_limit": deployment.global_concurrency_limit.limit if deployment.global_concurrency_limit else None,
+        "crons": [[s.schedule.cron, s.schedule.timezone] for s in schedules],
+        "runs": [{"id": str(r.id), "state": r.state.type.value, "auto": r.auto_scheduled,
+                  "parameters": r.parameters} for r in runs],
+    }
+    if len(sys.argv) > 1:
+        flow_run = client.read_flow_run(sys.argv[1])
+        result["run"] = {"state": flow_run.state.type.value, "message": flow_run.state.message}
+print(json.dumps(result))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    port = _free_port()
+    server_env = {**env(), "PREFECT_HOME": str(tmp_path / "prefect-home"),
+                  "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+                  "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                  "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+                  "PREFECT_SERVER_UI_ENABLED": "false"}
+    log = open(tmp_path / "server.log", "w")
+    process = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                               env=server_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError("prefect server did not start:\n" + (tmp_path / "server.log").read_text()[-3000:])
+                time.sleep(1)
+        yield server_env
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+
+
+def _run(args, cwd, server_env, timeout=600):
+    result = subprocess.run(args, cwd=cwd, env=server_env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{args} exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def _query(project, server_env, *args) -> dict:
+    return json.loads(_run([sys.executable, "-c", CLIENT_QUERY, *args], project, server_env))
+
+
+def test_deploy_schedule_and_run_nightly_with_a_worker(tmp_path, server):
+    started = time.monotonic()
+    project = make_project(tmp_path / "project")
+    prefect = str(BIN / "prefect")
+    _run([prefect, "work-pool", "create", "catdog", "--type", "process"], project, server)
+    _run([prefect, "--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--all"], project,
+         {**server, "CATDOG_PROJECT_DIR": str(project)})
+
+    deadline = time.monotonic() + 60
+    while True:
+        state = _query(project, server)
+        if [r for r in state["runs"] if r["auto"]] or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert state["crons"] == [["0 2 * * *", "Europe/Berlin"]]
+    assert state["concurrency_limit"] == 1
+    assert any(r["auto"] and r["state"] == "SCHEDULED" for r in state["runs"]), state
+
+    output = _run([prefect, "deployment", "run", "train/nightly", "--param", 'overrides={"train.seed": 3}'],
+                  project, server)
+    flow_run_id = next(line.split()[-1] for line in output.splitlines() if "UUID" in line)
+    _run([prefect, "worker", "start", "--pool", "catdog", "--run-once"], project, server, timeout=900)
+
+    final = _query(project, server, flow_run_id)
+    assert final["run"]["state"] == "COMPLETED", final["run"]
+    models = json.loads(run(["catdog", "models", "list", "--json"], project).stdout)
+    assert [m["version"] for m in models] == ["v0001"]
+    assert "seed: 3" in (project / "params.yaml").read_text()
+    print(f"end-to-end Prefect server test wall time: {time.monotonic() - started:.0f} s")
