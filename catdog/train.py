@@ -1,8 +1,9 @@
 """Stage 4, train: fit the spec CNN on the preprocessed shards with Adam.
 
-Resumable: a checkpoint is written after every epoch (keras BackupAndRestore) into a folder
-keyed by the train params and the data fingerprint, so a killed run resumes from its last
-completed epoch and a changed run never picks up a stale checkpoint.
+Resumable: after every epoch the whole model (weights and Adam state) is saved atomically
+into a folder keyed by the train params and the data fingerprint, so a killed run resumes
+from its last completed epoch and a changed run never picks up a stale checkpoint. (Keras'
+BackupAndRestore writes its file in place: a kill mid-write leaves a file it cannot read.)
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pandas as pd
 
 from catdog.config import TrainParams
 from catdog.files import write_json
-from catdog.model import build_model
+from catdog.model import build_model, load_model
 from catdog.shards import ShardReader
 
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
@@ -50,10 +51,10 @@ def data_fingerprint(preprocessed: Path) -> str:
 class ShardBatches(keras.utils.PyDataset):
     """(uint8 images, p(dog) labels) batches read from shards; reshuffled each epoch by seed."""
 
-    def __init__(self, reader: ShardReader, batch_size: int, *, shuffle: bool, seed: int = 0):
+    def __init__(self, reader: ShardReader, batch_size: int, *, shuffle: bool, seed: int = 0, start_epoch: int = 0):
         super().__init__(workers=1, use_multiprocessing=False, max_queue_size=4)
         self.reader, self.batch_size, self.shuffle, self.seed = reader, batch_size, shuffle, seed
-        self.epoch = 0
+        self.epoch = start_epoch  # a resumed run gets the same order per epoch as an uninterrupted one
         self.order = self._order()
 
     def _order(self) -> np.ndarray:
@@ -71,6 +72,29 @@ class ShardBatches(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         self.epoch += 1
         self.order = self._order()
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """`epoch-NNNN.keras` after each epoch: written to a temp file, renamed, older ones removed."""
+
+    def __init__(self, folder: Path):
+        super().__init__()
+        self.folder = folder
+
+    def on_epoch_end(self, epoch, logs=None):
+        tmp = self.folder / f".partial-{os.getpid()}.keras"
+        self.model.save(tmp)
+        target = self.folder / f"epoch-{epoch + 1:04d}.keras"
+        os.replace(tmp, target)
+        for older in self.folder.glob("epoch-*.keras"):
+            if older != target:
+                older.unlink()
+
+    @staticmethod
+    def latest(folder: Path) -> tuple[int, Path | None]:
+        """(completed epochs, checkpoint file) of the newest complete checkpoint, or (0, None)."""
+        files = sorted(folder.glob("epoch-*.keras"))
+        return (int(files[-1].stem.split("-")[1]), files[-1]) if files else (0, None)
 
 
 class Throughput(keras.callbacks.Callback):
@@ -98,10 +122,6 @@ def run(params: TrainParams, preprocessed: Path, model_dir: Path, checkpoints: P
     keras.utils.set_random_seed(params.seed)
     train = ShardReader(preprocessed / "train")
     val = ShardReader(preprocessed / "val")
-    model = build_model(image_size, params.learning_rate, params.dropout)
-    print(f"train: {len(train)} train / {len(val)} val images at {image_size}x{image_size}, "
-          f"{model.count_params():,} parameters, {params.epochs} epoch(s), batch {params.batch_size}")
-
     key = hashlib.sha256(json.dumps({"params": asdict(params), "data": data_fingerprint(preprocessed)},
                                     sort_keys=True).encode()).hexdigest()[:16]
     run_dir = checkpoints / key
@@ -110,20 +130,28 @@ def run(params: TrainParams, preprocessed: Path, model_dir: Path, checkpoints: P
             shutil.rmtree(stale, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     history_file = run_dir / "history.csv"
-    resumed = _completed_epochs(history_file)
-    if resumed:
-        print(f"train: resuming after epoch {resumed} from {run_dir}")
+    resumed, checkpoint = EpochCheckpoint.latest(run_dir)
+    if checkpoint:
+        print(f"train: resuming after epoch {resumed} from {checkpoint}")
+        model = load_model(checkpoint)
+    else:
+        model = build_model(image_size, params.learning_rate, params.dropout)
+    if history_file.exists():  # keep only the epochs the checkpoint has; later ones are redone
+        _history(history_file).query("epoch <= @resumed").assign(epoch=lambda h: h["epoch"] - 1).to_csv(
+            history_file, index=False)
+    print(f"train: {len(train)} train / {len(val)} val images at {image_size}x{image_size}, "
+          f"{model.count_params():,} parameters, {params.epochs} epoch(s), batch {params.batch_size}")
 
     throughput = Throughput(params.batch_size)
     started = time.perf_counter()
     model.fit(
-        ShardBatches(train, params.batch_size, shuffle=True, seed=params.seed),
+        ShardBatches(train, params.batch_size, shuffle=True, seed=params.seed, start_epoch=resumed),
         validation_data=ShardBatches(val, params.batch_size, shuffle=False) if len(val) else None,
         epochs=params.epochs,
+        initial_epoch=resumed,
         callbacks=[
-            # History first: a kill between the two repeats an epoch, never loses one from the log.
             keras.callbacks.CSVLogger(str(history_file), append=True),
-            keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False),
+            EpochCheckpoint(run_dir),
             throughput,
         ],
         verbose=1 if sys.stdout.isatty() else 2,
@@ -151,12 +179,8 @@ def run(params: TrainParams, preprocessed: Path, model_dir: Path, checkpoints: P
     return result
 
 
-def _completed_epochs(history_file: Path) -> int:
-    return len(_history(history_file)) if history_file.exists() else 0
-
-
 def _history(history_file: Path) -> pd.DataFrame:
-    """Per-epoch log; a resumed run may repeat an epoch whose checkpoint was lost: keep the last."""
+    """Per-epoch log, epochs counted from 1; an epoch that was redone after a kill appears once."""
     history = pd.read_csv(history_file)
     history["epoch"] = history["epoch"].astype(int) + 1
     history = history.drop_duplicates("epoch", keep="last")
