@@ -173,6 +173,30 @@ def _format_card(card: dict) -> str:
     ])
 
 
+# ---------------------------------------------------------------- reviewing a change
+
+
+def cmd_report(args) -> int:
+    from catdog.report import build
+
+    report = build(_paths(args).root, args.base, Path(args.out) if args.out else None, args.tolerance)
+    print(report.markdown)
+    print(f"<!-- report and {len(report.images)} plots in {Path(args.out or _paths(args).data / 'report')} -->")
+    return 0
+
+
+def cmd_check_lock(args) -> int:
+    from catdog.report import stale_outputs
+
+    stale = stale_outputs(_paths(args).root)
+    if stale:
+        print("the committed metrics are not current for the committed params and code:\n  "
+              + "\n  ".join(stale) + "\nrun `dvc repro` and commit dvc.lock and data/metrics/", file=sys.stderr)
+        return 1
+    print("dvc.lock and the committed metrics match the committed params and code")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -201,6 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true")
     predict.add_argument("paths", nargs="+")
     predict.set_defaults(handler=cmd_predict)
+
+    report = commands.add_parser("report", help="Markdown report of metric, param and plot changes vs a git revision")
+    report.add_argument("--base", default="HEAD", help="git revision to compare with (default: HEAD)")
+    report.add_argument("--out", help="folder for report.md and its PNGs (default: data/report)")
+    report.add_argument("--tolerance", type=float, default=0.005, help="accuracy change counted as 'same'")
+    report.set_defaults(handler=cmd_report)
+    commands.add_parser("check-lock", help="fail if committed metrics are stale for the committed params and code"
+                        ).set_defaults(handler=cmd_check_lock)
 
     models = commands.add_parser("models", help="the model registry").add_subparsers(dest="action", required=True)
     for action, help_text in [("list", "all versions"), ("show", "one version's card"),

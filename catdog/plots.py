@@ -36,10 +36,7 @@ def training_curves(history: pd.DataFrame, target: Path) -> None:
     _save(figure, target)
 
 
-def confusion_matrix(confusion: dict, target: Path) -> None:
-    cells = np.array([[confusion["cat_as_cat"], confusion["cat_as_dog"]],
-                      [confusion["dog_as_cat"], confusion["dog_as_dog"]]])
-    figure, axis = plt.subplots(figsize=(3.8, 3.4))
+def _draw_confusion(axis, cells: np.ndarray, title: str) -> None:
     axis.imshow(cells, cmap="Blues")
     for (row, col), count in np.ndenumerate(cells):
         axis.text(col, row, str(count), ha="center", va="center",
@@ -48,7 +45,14 @@ def confusion_matrix(confusion: dict, target: Path) -> None:
     axis.set_yticks([0, 1], ["cat", "dog"])
     axis.set_xlabel("predicted")
     axis.set_ylabel("actual")
-    axis.set_title("confusion matrix (test)")
+    axis.set_title(title)
+
+
+def confusion_matrix(confusion: dict, target: Path) -> None:
+    cells = np.array([[confusion["cat_as_cat"], confusion["cat_as_dog"]],
+                      [confusion["dog_as_cat"], confusion["dog_as_dog"]]])
+    figure, axis = plt.subplots(figsize=(3.8, 3.4))
+    _draw_confusion(axis, cells, "confusion matrix (test)")
     _save(figure, target)
 
 
@@ -75,4 +79,44 @@ def misclassified_grid(images: np.ndarray, rows: pd.DataFrame, target: Path, col
     if count == 0:
         axes.flat[0].text(0.5, 0.5, "no misclassified test images", ha="center", va="center")
     figure.suptitle("misclassified test images")
+    _save(figure, target)
+
+
+def compare_training_curves(old: pd.DataFrame | None, new: pd.DataFrame, base: str, target: Path) -> None:
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for axis, metric in zip(axes, ("loss", "accuracy")):
+        for frame, style, name in ((old, "--", base), (new, "-", "this change")):
+            if frame is None:
+                continue
+            axis.plot(frame["epoch"], frame[metric], "o" + style, label=f"train {metric} ({name})")
+            if frame[f"val_{metric}"].notna().any():
+                axis.plot(frame["epoch"], frame[f"val_{metric}"], "s" + style, label=f"val {metric} ({name})")
+        axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        axis.set_title(metric)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    _save(figure, target)
+
+
+def compare_roc(old: pd.DataFrame | None, new: pd.DataFrame, base: str, target: Path) -> None:
+    figure, axis = plt.subplots(figsize=(4.2, 4))
+    if old is not None:
+        axis.plot(old["fpr"], old["tpr"], "--", label=base)
+    axis.plot(new["fpr"], new["tpr"], label="this change")
+    axis.plot([0, 1], [0, 1], ":", color="gray", linewidth=1)
+    axis.set_xlabel("false positive rate")
+    axis.set_ylabel("true positive rate")
+    axis.set_title("ROC (test)")
+    axis.legend(loc="lower right")
+    _save(figure, target)
+
+
+def compare_confusion(old: pd.DataFrame | None, new: pd.DataFrame, base: str, target: Path) -> None:
+    frames = [(base, old), ("this change", new)] if old is not None else [("this change", new)]
+    figure, axes = plt.subplots(1, len(frames), figsize=(4 * len(frames), 3.6), squeeze=False)
+    for axis, (name, frame) in zip(axes.flat, frames):
+        cells = pd.crosstab(frame["actual"], frame["predicted"]).reindex(
+            index=["cat", "dog"], columns=["cat", "dog"], fill_value=0).to_numpy()
+        _draw_confusion(axis, cells, f"confusion ({name})")
     _save(figure, target)

@@ -18,7 +18,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SHARED_ZIP = REPO.parent / "shared" / "data" / "dogs-vs-cats-2000.zip"
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "catdog", "tasks", "flows", "deployments", ".dvcignore"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "catdog", "tasks", "flows", "deployments", ".gitignore"]
 
 # A budget that exercises every stage in seconds: 32x32 inputs, 20 images per class, 1 epoch.
 TINY = {

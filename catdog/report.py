@@ -1,0 +1,190 @@
+"""`catdog report`: what a change did to the model, as one Markdown report for a pull request.
+
+Metrics and params come from `dvc metrics diff` / `dvc params diff` against a git revision
+(the metric and plot-data files are small and tracked by git, so no DVC cache is needed);
+comparison plots (training curves, ROC, confusion matrices) are rendered locally as PNGs
+next to the report.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from catdog.errors import CatdogError
+from catdog.paths import project
+
+REPORTED_METRICS = ["accuracy", "accuracy_cat", "accuracy_dog", "precision", "recall", "f1", "roc_auc",
+                    "loss", "ece"]
+LOWER_IS_BETTER = {"loss", "ece"}
+EVALUATE = "data/metrics/evaluate.json"
+
+
+@dataclass(frozen=True)
+class Report:
+    markdown: str
+    verdict: str
+    images: list[Path]
+
+
+def _tool(name: str) -> str:
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else name
+
+
+def _run(args: list[str], cwd: Path) -> str:
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise CatdogError(f"`{' '.join(args)}` failed: {(result.stderr or result.stdout).strip()[-800:]}")
+    return result.stdout
+
+
+def _git_file(root: Path, rev: str, path: str) -> str | None:
+    result = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True, text=True)
+    return result.stdout if result.returncode == 0 else None
+
+
+def _base_frame(root: Path, rev: str, path: str) -> pd.DataFrame | None:
+    text = _git_file(root, rev, path)
+    return pd.read_csv(io.StringIO(text)) if text else None
+
+
+def metric_rows(root: Path, base: str) -> list[dict]:
+    """Each reported metric at base and in the workspace, with the change."""
+    base_text = _git_file(root, base, EVALUATE)
+    old = json.loads(base_text) if base_text else {}
+    new_path = root / EVALUATE
+    new = json.loads(new_path.read_text()) if new_path.exists() else {}
+    # dvc metrics diff is the source of truth for what changed; it agrees with the files above.
+    changed = json.loads(_run([_tool("dvc"), "metrics", "diff", base, "--json"], root) or "{}").get(EVALUATE, {})
+    rows = []
+    for key in REPORTED_METRICS:
+        before, after = old.get(key), new.get(key)
+        if key in changed:
+            before, after = changed[key].get("old", before), changed[key].get("new", after)
+        delta = after - before if isinstance(before, (int, float)) and isinstance(after, (int, float)) else None
+        rows.append({"metric": key, "base": before, "workspace": after, "change": delta})
+    return rows
+
+
+def param_changes(root: Path, base: str) -> dict[str, dict]:
+    diff = json.loads(_run([_tool("dvc"), "params", "diff", base, "--json"], root) or "{}")
+    return {key: change for changes in diff.values() for key, change in changes.items()}
+
+
+def verdict_of(rows: list[dict], tolerance: float) -> str:
+    accuracy = next(r for r in rows if r["metric"] == "accuracy")
+    if accuracy["change"] is None:
+        return "new" if accuracy["workspace"] is not None else "unknown"
+    if accuracy["change"] > tolerance:
+        return "better"
+    if accuracy["change"] < -tolerance:
+        return "worse"
+    return "same"
+
+
+def _fmt(value) -> str:
+    return "—" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _change(row: dict, tolerance: float) -> str:
+    """'+0.0123 ✅' (better), '-0.0123 ❌' (worse), '+0.0001' (within tolerance), '' (no base)."""
+    change = row["change"]
+    if change is None:
+        return ""
+    if abs(change) <= tolerance:
+        return f"{change:+.4f}"
+    good = change < 0 if row["metric"] in LOWER_IS_BETTER else change > 0
+    return f"{change:+.4f} {'✅' if good else '❌'}"
+
+
+def _plots(root: Path, base: str, out_dir: Path) -> list[Path]:
+    from catdog import plots
+
+    paths = project(root)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    made = []
+    pairs = {
+        "history": (_base_frame(root, base, "data/metrics/train_history.csv"), paths.metrics / "train_history.csv"),
+        "roc": (_base_frame(root, base, "data/metrics/roc.csv"), paths.metrics / "roc.csv"),
+        "confusion": (_base_frame(root, base, "data/metrics/confusion.csv"), paths.metrics / "confusion.csv"),
+    }
+    for name, (old, new_path) in pairs.items():
+        new = pd.read_csv(new_path) if new_path.exists() else None
+        if new is None:
+            continue
+        target = out_dir / f"{name}.png"
+        {"history": plots.compare_training_curves, "roc": plots.compare_roc,
+         "confusion": plots.compare_confusion}[name](old, new, base, target)
+        made.append(target)
+    return made
+
+
+def build(root: Path | str = ".", base: str = "HEAD", out_dir: Path | None = None, tolerance: float = 0.005) -> Report:
+    root = Path(root).resolve()
+    if subprocess.run(["git", "rev-parse", "--verify", f"{base}^{{commit}}"], cwd=root,
+                      capture_output=True).returncode != 0:
+        raise CatdogError(f"report: {base!r} is not a git revision here (the report compares against git; "
+                          "use --base main, HEAD, or a commit)")
+    out_dir = Path(out_dir) if out_dir else root / "data" / "report"
+    rows = metric_rows(root, base)
+    params = param_changes(root, base)
+    verdict = verdict_of(rows, tolerance)
+    images = _plots(root, base, out_dir)
+    base_register = json.loads(_git_file(root, base, "data/metrics/register.json") or "{}")
+    register_path = root / "data/metrics/register.json"
+    register = json.loads(register_path.read_text()) if register_path.exists() else {}
+
+    accuracy = rows[0]
+    headline = {"better": "📈 better than", "worse": "📉 worse than", "same": "➖ the same as",
+                "new": "🆕 new, nothing to compare with at", "unknown": "❔ no metrics to compare with"}[verdict]
+    lines = [f"## Model review: {headline} `{base}`", "",
+             f"**Verdict: {verdict}** — test accuracy {_fmt(accuracy['base'])} → {_fmt(accuracy['workspace'])}"
+             + (f" ({accuracy['change']:+.4f}; same within ±{tolerance})" if verdict == "same"
+                else f" ({accuracy['change']:+.4f})" if accuracy["change"] is not None else ""),
+             "", f"| metric | `{base}` | this change | Δ |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['metric']} | {_fmt(r['base'])} | {_fmt(r['workspace'])} | {_change(r, tolerance)} |"
+              for r in rows]
+    lines += ["", "### Params changed", ""]
+    if params:
+        lines += ["| param | `" + base + "` | this change |", "|---|---|---|"]
+        lines += [f"| `{key}` | {c.get('old', '—')} | {c.get('new', '—')} |" for key, c in sorted(params.items())]
+    else:
+        lines.append("None.")
+    lines += ["", "### Registry", ""]
+    if register:
+        status = "production" if register.get("production") else "candidate"
+        lines.append(f"This change's model: **{register.get('version')}**, {status}: {register.get('reason')}.")
+    if base_register:
+        lines.append(f"At `{base}`: {base_register.get('version')} "
+                     f"({'production' if base_register.get('production') else 'candidate'}).")
+    lines += ["", "### Plots", ""]
+    lines += [f"![{image.stem}]({image.relative_to(out_dir).as_posix()})" for image in images]
+    markdown = "\n".join(lines) + "\n"
+    (out_dir / "report.md").write_text(markdown)
+    return Report(markdown, verdict, images)
+
+
+def stale_outputs(root: Path | str = ".") -> list[str]:
+    """What `dvc status` says is out of date, ignoring data that is only absent from the cache.
+
+    In a fresh clone (a PR job) the DVC-cached data is not there; that is expected. What must
+    not happen is committed metrics that do not match the committed params, code or lock.
+    """
+    status = json.loads(_run([_tool("dvc"), "status", "--json"], Path(root)) or "{}")
+    stale = []
+    for stage, entries in status.items():
+        for entry in entries if isinstance(entries, list) else []:
+            for kind, changes in (entry.items() if isinstance(entry, dict) else []):
+                for path, change in changes.items():
+                    if isinstance(change, dict):  # params file: {section: modified/new/deleted}
+                        stale += [f"{stage}: {path} {key} {what}" for key, what in change.items()]
+                    elif change in ("modified", "new") or (change == "deleted" and path.startswith("data/metrics")):
+                        stale.append(f"{stage}: {kind.split()[-1][:-1]} {path} {change}")
+    return stale
