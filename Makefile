@@ -45,3 +45,8 @@ nightly: setup
 	prefect deployment run train/nightly
 prefect-down:
 	deployments/local.sh down
+
+# Speed and memory against plain baselines, measured in one run (bench/results/bench.json).
+.PHONY: bench
+bench: setup
+	python bench/run.py $(BENCH_ARGS)

@@ -64,6 +64,8 @@ class TrainParams:
     learning_rate: float = _knob(0.001, min=1e-7, max=1.0)
     dropout: float = _knob(0.5, min=0.0, max=0.95)
     seed: int = _knob(42, min=0)
+    distribute: str = _knob("default", choices=("default", "mirrored", "multi_worker"),
+                            help="tf.distribute strategy: one device, all local GPUs (or 2 logical CPUs), TF_CONFIG")
 
 
 @dataclass(frozen=True)

@@ -99,10 +99,10 @@ def run(params: EvaluateParams, model_file: Path, preprocessed: Path, metrics_di
     wrong = np.flatnonzero(predicted != test.index["label"].to_numpy())[: params.misclassified_shown]
     plots.misclassified_grid(test.images(wrong), predictions.iloc[wrong], plots_dir / "misclassified.png")
     plots.confusion_matrix(metrics["confusion"], plots_dir / "confusion.png")
-    plots.roc(pd.read_csv(metrics_dir / "roc.csv"), metrics["roc_auc"], plots_dir / "roc.png")
+    plots.roc({f"AUC {metrics['roc_auc']:.3f}": pd.read_csv(metrics_dir / "roc.csv")}, plots_dir / "roc.png")
     history = metrics_dir / "train_history.csv"
     if history.exists():
-        plots.training_curves(pd.read_csv(history), plots_dir / "training_curves.png")
+        plots.training_curves({"this run": pd.read_csv(history)}, plots_dir / "training_curves.png")
     print("evaluate: " + ", ".join(f"{k} {rounded[k]}" for k in
                                    ["accuracy", "accuracy_cat", "accuracy_dog", "roc_auc", "loss", "ece"]))
     print(f"evaluate: plots in {plots_dir}")

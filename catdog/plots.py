@@ -22,17 +22,22 @@ def _save(figure, target: Path) -> None:
     plt.close(figure)
 
 
-def training_curves(history: pd.DataFrame, target: Path) -> None:
-    figure, (loss, accuracy) = plt.subplots(1, 2, figsize=(10, 3.5))
-    for axis, metric in ((loss, "loss"), (accuracy, "accuracy")):
-        axis.plot(history["epoch"], history[metric], "o-", label=f"train {metric}")
-        if history[f"val_{metric}"].notna().any():
-            axis.plot(history["epoch"], history[f"val_{metric}"], "o-", label=f"val {metric}")
+def training_curves(histories: dict[str, pd.DataFrame | None], target: Path) -> None:
+    """Loss and accuracy per epoch, train and val; several runs by name (first dashed)."""
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    runs = [(name, frame) for name, frame in histories.items() if frame is not None]
+    for axis, metric in zip(axes, ("loss", "accuracy")):
+        for i, (name, frame) in enumerate(runs):
+            style = "--" if i < len(runs) - 1 else "-"
+            suffix = f" ({name})" if len(runs) > 1 else ""
+            axis.plot(frame["epoch"], frame[metric], "o" + style, label=f"train {metric}{suffix}")
+            if frame[f"val_{metric}"].notna().any():
+                axis.plot(frame["epoch"], frame[f"val_{metric}"], "s" + style, label=f"val {metric}{suffix}")
         axis.set_xlabel("epoch")
         axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         axis.set_title(metric)
         axis.grid(alpha=0.3)
-        axis.legend()
+        axis.legend(fontsize=8)
     _save(figure, target)
 
 
@@ -56,10 +61,13 @@ def confusion_matrix(confusion: dict, target: Path) -> None:
     _save(figure, target)
 
 
-def roc(curve: pd.DataFrame, auc: float, target: Path) -> None:
-    figure, axis = plt.subplots(figsize=(3.8, 3.6))
-    axis.plot(curve["fpr"], curve["tpr"], label=f"AUC {auc:.3f}")
-    axis.plot([0, 1], [0, 1], "--", color="gray", linewidth=1)
+def roc(curves: dict[str, pd.DataFrame | None], target: Path) -> None:
+    """ROC curves by label (the last solid, earlier ones dashed)."""
+    figure, axis = plt.subplots(figsize=(4.2, 4))
+    shown = [(label, curve) for label, curve in curves.items() if curve is not None]
+    for i, (label, curve) in enumerate(shown):
+        axis.plot(curve["fpr"], curve["tpr"], "--" if i < len(shown) - 1 else "-", label=label)
+    axis.plot([0, 1], [0, 1], ":", color="gray", linewidth=1)
     axis.set_xlabel("false positive rate (cats called dog)")
     axis.set_ylabel("true positive rate (dogs found)")
     axis.set_title("ROC (test)")
@@ -79,36 +87,6 @@ def misclassified_grid(images: np.ndarray, rows: pd.DataFrame, target: Path, col
     if count == 0:
         axes.flat[0].text(0.5, 0.5, "no misclassified test images", ha="center", va="center")
     figure.suptitle("misclassified test images")
-    _save(figure, target)
-
-
-def compare_training_curves(old: pd.DataFrame | None, new: pd.DataFrame, base: str, target: Path) -> None:
-    figure, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for axis, metric in zip(axes, ("loss", "accuracy")):
-        for frame, style, name in ((old, "--", base), (new, "-", "this change")):
-            if frame is None:
-                continue
-            axis.plot(frame["epoch"], frame[metric], "o" + style, label=f"train {metric} ({name})")
-            if frame[f"val_{metric}"].notna().any():
-                axis.plot(frame["epoch"], frame[f"val_{metric}"], "s" + style, label=f"val {metric} ({name})")
-        axis.set_xlabel("epoch")
-        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        axis.set_title(metric)
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
-    _save(figure, target)
-
-
-def compare_roc(old: pd.DataFrame | None, new: pd.DataFrame, base: str, target: Path) -> None:
-    figure, axis = plt.subplots(figsize=(4.2, 4))
-    if old is not None:
-        axis.plot(old["fpr"], old["tpr"], "--", label=base)
-    axis.plot(new["fpr"], new["tpr"], label="this change")
-    axis.plot([0, 1], [0, 1], ":", color="gray", linewidth=1)
-    axis.set_xlabel("false positive rate")
-    axis.set_ylabel("true positive rate")
-    axis.set_title("ROC (test)")
-    axis.legend(loc="lower right")
     _save(figure, target)
 
 

@@ -120,8 +120,10 @@ def _plots(root: Path, base: str, out_dir: Path) -> list[Path]:
         if new is None:
             continue
         target = out_dir / f"{name}.png"
-        {"history": plots.compare_training_curves, "roc": plots.compare_roc,
-         "confusion": plots.compare_confusion}[name](old, new, base, target)
+        if name == "confusion":
+            plots.compare_confusion(old, new, base, target)
+        else:
+            {"history": plots.training_curves, "roc": plots.roc}[name]({base: old, "this change": new}, target)
         made.append(target)
     return made
 

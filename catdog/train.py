@@ -116,7 +116,28 @@ class Throughput(keras.callbacks.Callback):
         return round(self.batches * self.batch_size / self.seconds, 2) if self.seconds else 0.0
 
 
+def distribution_strategy(name: str):
+    """The tf.distribute strategy for `train.distribute`; call before TensorFlow touches a device.
+
+    `mirrored` replicates the model on every local GPU, or on two logical CPU devices when
+    there is no GPU (the same code path, testable anywhere). `multi_worker` reads the
+    cluster from the TF_CONFIG environment variable (see README).
+    """
+    import tensorflow as tf
+
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "mirrored":
+        if tf.config.list_physical_devices("GPU"):
+            return tf.distribute.MirroredStrategy()
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
+    return tf.distribute.get_strategy()
+
+
 def run(params: TrainParams, preprocessed: Path, model_dir: Path, checkpoints: Path, metrics_dir: Path) -> TrainResult:
+    strategy = distribution_strategy(params.distribute)
     meta = json.loads((preprocessed / "meta.json").read_text())
     image_size = meta["image_size"]
     keras.utils.set_random_seed(params.seed)
@@ -131,16 +152,18 @@ def run(params: TrainParams, preprocessed: Path, model_dir: Path, checkpoints: P
     run_dir.mkdir(parents=True, exist_ok=True)
     history_file = run_dir / "history.csv"
     resumed, checkpoint = EpochCheckpoint.latest(run_dir)
-    if checkpoint:
-        print(f"train: resuming after epoch {resumed} from {checkpoint}")
-        model = load_model(checkpoint)
-    else:
-        model = build_model(image_size, params.learning_rate, params.dropout)
+    with strategy.scope():
+        if checkpoint:
+            print(f"train: resuming after epoch {resumed} from {checkpoint}")
+            model = load_model(checkpoint)
+        else:
+            model = build_model(image_size, params.learning_rate, params.dropout)
     if history_file.exists():  # keep only the epochs the checkpoint has; later ones are redone
         _history(history_file).query("epoch <= @resumed").assign(epoch=lambda h: h["epoch"] - 1).to_csv(
             history_file, index=False)
     print(f"train: {len(train)} train / {len(val)} val images at {image_size}x{image_size}, "
-          f"{model.count_params():,} parameters, {params.epochs} epoch(s), batch {params.batch_size}")
+          f"{model.count_params():,} parameters, {params.epochs} epoch(s), batch {params.batch_size}, "
+          f"{strategy.num_replicas_in_sync} replica(s)")
 
     throughput = Throughput(params.batch_size)
     started = time.perf_counter()

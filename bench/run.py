@@ -1,0 +1,307 @@
+"""`make bench`: catdog's speed and memory against plain baselines, measured in the same run.
+
+The machine is shared and noisy, so every comparison alternates product and baseline in
+pairs (A B A B ...) and quotes medians. Prints a table and writes bench/results/bench.json.
+
+    python bench/run.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import zipfile
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_ZIP = REPO.parent / "shared" / "data" / "dogs-vs-cats-2000.zip"
+RESULTS = REPO / "bench" / "results"
+BIN = Path(sys.executable).parent
+SIZE = 256
+
+
+# ---------------------------------------------------------------- data
+
+
+def photos(folder: Path, count: int) -> tuple[Path, str]:
+    """`count` JPEGs in class folders: real photos from the shared zip when present, else generated."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    if SHARED_ZIP.exists():
+        with zipfile.ZipFile(SHARED_ZIP) as zf:
+            names = sorted(n for n in zf.namelist() if n.endswith(".jpg"))
+            cats = [n for n in names if "/cat." in n][: count // 2]
+            dogs = [n for n in names if "/dog." in n][: count - count // 2]
+            for name in cats + dogs:
+                target = folder / ("cat" if "/cat." in name else "dog") / Path(name).name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(zf.read(name))
+        return folder, f"{count} real photos from {SHARED_ZIP.name}"
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        label = "cat" if i % 2 else "dog"
+        target = folder / label / f"{label}.{i}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        noise = rng.integers(0, 255, (375 // 5, 500 // 5, 3), dtype=np.uint8)
+        Image.fromarray(noise).resize((500, 375), Image.Resampling.BICUBIC).save(target, quality=90)
+    return folder, f"{count} generated 500x375 JPEGs (shared zip absent)"
+
+
+def paired(product, baseline, pairs: int) -> tuple[float, float, list, list]:
+    """Run A B A B ...; returns the medians of each (higher is better) and all samples."""
+    a, b = [], []
+    for _ in range(pairs):
+        a.append(product())
+        b.append(baseline())
+    return statistics.median(a), statistics.median(b), a, b
+
+
+# ---------------------------------------------------------------- preprocessing
+
+
+def _plain_pillow(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("L").resize((SIZE, SIZE)))
+
+
+def _catdog_convert(path: Path) -> np.ndarray:
+    from catdog.images import load_model_input
+
+    return load_model_input(path, SIZE)
+
+
+def bench_preprocess(files: list[Path], pairs: int) -> dict:
+    def product():
+        start = time.perf_counter()
+        with get_context("spawn").Pool(2) as pool:  # as the preprocess stage does (preprocess.workers)
+            list(pool.imap(_catdog_convert, files, chunksize=16))
+        return len(files) / (time.perf_counter() - start)
+
+    def baseline():
+        start = time.perf_counter()
+        for path in files:
+            _plain_pillow(path)
+        return len(files) / (time.perf_counter() - start)
+
+    mine, base, a, b = paired(product, baseline, pairs)
+    return {"unit": "img/s", "catdog": mine, "baseline": base, "ratio": mine / base, "samples": [a, b],
+            "baseline_is": "plain Pillow loop: open -> convert('L') -> resize(256x256), one process",
+            "catdog_is": "catdog.images.load_model_input (JPEG draft decoding) on preprocess.workers=2"}
+
+
+# ---------------------------------------------------------------- training and inference
+
+
+def _step_timer(batch_size: int):
+    import keras
+
+    class StepTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times = []
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.times.append(time.perf_counter() - self.start)
+
+        def images_per_second(self) -> float:
+            steady = self.times[1:] or self.times  # the first step includes tracing
+            return batch_size / statistics.median(steady)
+
+    return StepTimer()
+
+
+def bench_train(photo_dir: Path, shards: Path, steps: int, pairs: int) -> dict:
+    import keras
+
+    from catdog.model import build_model
+    from catdog.shards import ShardReader
+    from catdog.train import ShardBatches
+
+    batch = 32
+    reader = ShardReader(shards / "train")
+
+    def product():
+        keras.utils.set_random_seed(0)
+        model, timer = build_model(SIZE), _step_timer(batch)
+        model.fit(ShardBatches(reader, batch, shuffle=True), steps_per_epoch=steps, epochs=1, verbose=0,
+                  callbacks=[timer])
+        return timer.images_per_second()
+
+    def baseline():
+        keras.utils.set_random_seed(0)
+        data = keras.utils.image_dataset_from_directory(photo_dir, label_mode="binary", color_mode="grayscale",
+                                                        image_size=(SIZE, SIZE), batch_size=batch, verbose=False)
+        model, timer = build_model(SIZE), _step_timer(batch)
+        model.fit(data.repeat(), steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[timer])
+        return timer.images_per_second()
+
+    mine, base, a, b = paired(product, baseline, pairs)
+    ceiling = 178e9 / 15e9  # OpenBLAS sgemm on 2 cores / FLOP per training image (measured, DEVELOPERS.md)
+    return {"unit": "img/s", "catdog": mine, "baseline": base, "ratio": mine / base, "samples": [a, b],
+            "share_of_ceiling": mine / ceiling, "steps_timed": steps - 1, "batch_size": batch,
+            "baseline_is": "model.fit of the same model fed by image_dataset_from_directory from the JPEGs",
+            "catdog_is": "the train stage's ShardBatches over uint8 shards"}
+
+
+def bench_predict(photo_dir: Path, count: int, pairs: int) -> dict:
+    import keras
+
+    from catdog.model import build_model
+    from catdog.predict import predict_files
+
+    model = build_model(SIZE)
+    files = sorted(photo_dir.rglob("*.jpg"))[:count]
+    subset = photo_dir.parent / "predict-subset"
+    if subset.exists():
+        shutil.rmtree(subset)
+    for path in files:
+        (subset / path.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, subset / path.parent.name / path.name)
+
+    def product():
+        start = time.perf_counter()
+        predict_files(model, files, SIZE)
+        return len(files) / (time.perf_counter() - start)
+
+    def baseline():
+        start = time.perf_counter()
+        data = keras.utils.image_dataset_from_directory(subset, labels=None, color_mode="grayscale",
+                                                        image_size=(SIZE, SIZE), batch_size=32, shuffle=False,
+                                                        verbose=False)
+        model.predict(data, verbose=0)
+        return len(files) / (time.perf_counter() - start)
+
+    product()  # warm up both graphs
+    baseline()
+    mine, base, a, b = paired(product, baseline, pairs)
+    return {"unit": "img/s", "catdog": mine, "baseline": base, "ratio": mine / base, "samples": [a, b],
+            "baseline_is": "image_dataset_from_directory + model.predict", "catdog_is": "catdog.predict.predict_files"}
+
+
+# ---------------------------------------------------------------- DVC and memory
+
+
+def _env() -> dict:
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "GX_ANALYTICS_ENABLED": "false",
+            "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _project(work: Path, changes: dict) -> Path:
+    sys.path.insert(0, str(REPO))
+    from tests.conftest import make_project, set_params
+
+    project = make_project(work)
+    set_params(project, changes)
+    return project
+
+
+def bench_noop_repro(work: Path, runs: int) -> dict:
+    project = _project(work / "noop", {})
+    subprocess.run([str(BIN / "dvc"), "repro", "-q"], cwd=project, env=_env(), check=True)
+    seconds = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        out = subprocess.run([str(BIN / "dvc"), "repro"], cwd=project, env=_env(), check=True,
+                             capture_output=True, text=True).stdout
+        seconds.append(time.perf_counter() - start)
+        assert "Running stage" not in out
+    return {"unit": "s", "catdog": statistics.median(seconds), "samples": seconds, "target": "<= 3 s"}
+
+
+def _peak_rss_mb(command: list[str], cwd: Path) -> float:
+    code = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL);"
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", code, *command], cwd=cwd, env=_env(), check=True,
+                         capture_output=True, text=True).stdout
+    return int(out.strip().splitlines()[-1]) / 1024
+
+
+def bench_train_memory(work: Path, photo_dir: Path, n: int) -> dict:
+    results = {}
+    for label, per_class in (("N", n // 2), ("4N", 2 * n)):
+        project = _project(work / f"memory-{label}", {
+            "ingest": {"source": str(photo_dir), "max_per_class": per_class},
+            "validate": {"min_side": 32}, "preprocess": {"image_size": SIZE, "workers": 2},
+            "train": {"epochs": 1, "batch_size": 32}})
+        subprocess.run([str(BIN / "dvc"), "repro", "-q", "preprocess"], cwd=project, env=_env(), check=True)
+        results[label] = _peak_rss_mb([str(BIN / "catdog"), "train"], project)
+    return {"unit": "MB peak RSS of `catdog train`", "N_images": n, "N": results["N"], "4N": results["4N"],
+            "growth": results["4N"] / results["N"] - 1, "target": "4N within 10% of N"}
+
+
+# ---------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer images and pairs (a smoke run)")
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quick = args.quick
+    work = RESULTS / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    photo_dir, data_note = photos(work / "photos", 260 if quick else 400)
+    files = sorted(photo_dir.rglob("*.jpg"))
+
+    sys.path.insert(0, str(REPO))
+    from catdog.config import PreprocessParams, ValidateParams
+    from catdog import preprocess, validate
+    from catdog.ingest import run as ingest_run
+    from catdog.config import IngestParams
+
+    started = time.perf_counter()
+    results = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                           "python": platform.python_version(), "load_average_at_start": os.getloadavg()},
+               "data": data_note}
+    print(f"data: {data_note}", flush=True)
+    results["preprocess"] = bench_preprocess(files, pairs=3)
+    print(f"preprocess: {results['preprocess']['ratio']:.2f}x", flush=True)
+
+    ingest_run(IngestParams(), work / "ingested", photo_dir, progress=False)
+    validate.run(ValidateParams(min_side=32), work / "ingested", work / "validated", work / "validate.json", progress=False)
+    preprocess.run(PreprocessParams(image_size=SIZE, test_fraction=0.05, val_fraction=0.0), work / "validated",
+                   work / "ingested", work / "shards", progress=False)
+    results["train"] = bench_train(photo_dir, work / "shards", steps=3 if quick else 5, pairs=2 if quick else 3)
+    print(f"train: {results['train']['ratio']:.2f}x", flush=True)
+    results["predict"] = bench_predict(photo_dir, 64 if quick else 128, pairs=3)
+    print(f"predict: {results['predict']['ratio']:.2f}x", flush=True)
+    results["noop_dvc_repro"] = bench_noop_repro(work, runs=3)
+    results["train_memory"] = bench_train_memory(work, photo_dir, 64 if quick else 96)
+    results["seconds"] = time.perf_counter() - started
+    results["machine"]["load_average_at_end"] = os.getloadavg()
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "bench.json").write_text(json.dumps(results, indent=2))
+    print("\n| measurement | catdog | baseline | ratio | target |")
+    print("|---|---:|---:|---:|---|")
+    for key, target in (("train", ">= 1.5x"), ("predict", ">= 1.5x"), ("preprocess", ">= 3x")):
+        r = results[key]
+        print(f"| {key} (img/s, median) | {r['catdog']:.2f} | {r['baseline']:.2f} | {r['ratio']:.2f}x | {target} |")
+    noop = results["noop_dvc_repro"]
+    print(f"| no-op dvc repro (s) | {noop['catdog']:.2f} | | | <= 3 s |")
+    mem = results["train_memory"]
+    print(f"| train peak RSS, {mem['N_images']} vs {4 * mem['N_images']} images (MB) | {mem['N']:.0f} -> "
+          f"{mem['4N']:.0f} | | {mem['growth']:+.1%} | within 10% |")
+    print(f"\ntraining at {results['train']['share_of_ceiling']:.0%} of the ~12 img/s ceiling; "
+          f"load average {results['machine']['load_average_at_start']} -> {results['machine']['load_average_at_end']}")
+    print(f"results: {RESULTS / 'bench.json'} ({results['seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
