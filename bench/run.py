@@ -9,7 +9,6 @@ pairs (A B A B ...) and quotes medians. Prints a table and writes bench/results/
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -20,7 +19,6 @@ import subprocess
 import sys
 import time
 import zipfile
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -77,17 +75,20 @@ def _plain_pillow(path: Path) -> np.ndarray:
         return np.asarray(image.convert("L").resize((SIZE, SIZE)))
 
 
-def _catdog_convert(path: Path) -> np.ndarray:
-    from catdog.images import load_model_input
-
-    return load_model_input(path, SIZE)
-
-
 def bench_preprocess(files: list[Path], pairs: int) -> dict:
-    def product():
+    from functools import partial
+
+    from catdog.parallel import process_map
+    from catdog.preprocess import _convert
+
+    convert = partial(_convert, root=Path("/"), size=SIZE, resize="stretch")
+    absolute = [str(path.resolve()).lstrip("/") for path in files]
+
+    def product():  # the preprocess stage's own conversion, pool start included
         start = time.perf_counter()
-        with get_context("spawn").Pool(2) as pool:  # as the preprocess stage does (preprocess.workers)
-            list(pool.imap(_catdog_convert, files, chunksize=16))
+        with process_map(convert, workers=2) as convert_all:
+            for _ in convert_all(absolute):
+                pass
         return len(files) / (time.perf_counter() - start)
 
     def baseline():
@@ -99,7 +100,8 @@ def bench_preprocess(files: list[Path], pairs: int) -> dict:
     mine, base, a, b = paired(product, baseline, pairs)
     return {"unit": "img/s", "catdog": mine, "baseline": base, "ratio": mine / base, "samples": [a, b],
             "baseline_is": "plain Pillow loop: open -> convert('L') -> resize(256x256), one process",
-            "catdog_is": "catdog.images.load_model_input (JPEG draft decoding) on preprocess.workers=2"}
+            "images": len(files),
+            "catdog_is": "the preprocess stage's conversion (JPEG draft decoding) on preprocess.workers=2"}
 
 
 # ---------------------------------------------------------------- training and inference
@@ -257,7 +259,8 @@ def main() -> None:
     work = RESULTS / "work"
     work.mkdir(parents=True, exist_ok=True)
     photo_dir, data_note = photos(work / "photos", 260 if quick else 400)
-    files = sorted(photo_dir.rglob("*.jpg"))
+    all_photos, _ = photos(work / "photos-preprocess", 400 if quick else 2000)
+    files = sorted(all_photos.rglob("*.jpg"))
 
     sys.path.insert(0, str(REPO))
     from catdog.config import PreprocessParams, ValidateParams

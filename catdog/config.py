@@ -66,6 +66,13 @@ class TrainParams:
     seed: int = _knob(42, min=0)
     distribute: str = _knob("default", choices=("default", "mirrored", "multi_worker"),
                             help="tf.distribute strategy: one device, all local GPUs (or 2 logical CPUs), TF_CONFIG")
+    # Options for real photos, all off by default so that the spec run stays the spec run.
+    augment: bool = _knob(False, help="random flip, rotation, zoom, translation, contrast in the input pipeline")
+    early_stopping_patience: int | None = _knob(None, min=1, help="stop after this many epochs without a "
+                                                                  "better val_loss and restore the best epoch")
+    reduce_lr_patience: int | None = _knob(None, min=1, help="halve the learning rate after this many epochs "
+                                                             "without a better val_loss")
+    class_weight: str = _knob("none", choices=("none", "balanced"), help="weight classes by inverse frequency")
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,8 @@ moves the old ones. Training then never decodes a JPEG again.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import partial
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ from catdog.config import PreprocessParams
 from catdog.errors import CatdogError
 from catdog.files import atomic_dir, write_json
 from catdog.images import load_model_input
+from catdog.parallel import process_map
 from catdog.shards import SPLITS, shard_name, write_shard
 
 
@@ -49,35 +48,28 @@ def run(params: PreprocessParams, validated: Path, ingested: Path, out_dir: Path
     accepted["split"] = [split_of(h, params.val_fraction, params.test_fraction) for h in accepted["sha256"]]
     accepted = accepted.sort_values(["split", "sha256"], ignore_index=True)
     convert = partial(_convert, root=ingested, size=params.image_size, resize=params.resize)
-    workers = min(params.workers, os.cpu_count() or 1, max(1, len(accepted) // 128))
-    pool = get_context("spawn").Pool(workers) if workers > 1 else None
+    workers = min(params.workers, max(1, len(accepted) // 128))
     counts = {}
-    try:
-        with atomic_dir(out_dir) as tmp, tqdm(total=len(accepted), desc="preprocess", unit="img",
-                                              disable=not progress) as bar:
-            for split in SPLITS:
-                rows = accepted[accepted["split"] == split].reset_index(drop=True)
-                (tmp / split).mkdir()
-                images = pool.imap(convert, rows["path"], chunksize=16) if pool else map(convert, rows["path"])
-                buffer = []
-                for number, image in enumerate(images):
-                    buffer.append(image)
-                    if len(buffer) == params.shard_size or number == len(rows) - 1:
-                        write_shard(tmp / split / shard_name(number // params.shard_size), np.stack(buffer))
-                        buffer.clear()
-                    bar.update()
-                rows["shard"] = np.arange(len(rows)) // params.shard_size
-                rows["offset"] = np.arange(len(rows)) % params.shard_size
-                rows[["path", "label", "sha256", "shard", "offset"]].to_csv(tmp / split / "index.csv", index=False)
-                counts[split] = len(rows)
-            empty = [split for split in ("train", "test") if counts[split] == 0]
-            if empty:
-                raise CatdogError(f"the split left no {empty[0]} images ({counts}); "
-                                 "ingest more images or change preprocess.test_fraction")
-            write_json(tmp / "meta.json", {"image_size": params.image_size, "resize": params.resize, "counts": counts})
-    finally:
-        if pool:
-            pool.close()
-            pool.join()
+    with process_map(convert, workers) as convert_all, atomic_dir(out_dir) as tmp, \
+            tqdm(total=len(accepted), desc="preprocess", unit="img", disable=not progress) as bar:
+        for split in SPLITS:
+            rows = accepted[accepted["split"] == split].reset_index(drop=True)
+            (tmp / split).mkdir()
+            buffer = []
+            for number, image in enumerate(convert_all(rows["path"])):
+                buffer.append(image)
+                if len(buffer) == params.shard_size or number == len(rows) - 1:
+                    write_shard(tmp / split / shard_name(number // params.shard_size), np.stack(buffer))
+                    buffer.clear()
+                bar.update()
+            rows["shard"] = np.arange(len(rows)) // params.shard_size
+            rows["offset"] = np.arange(len(rows)) % params.shard_size
+            rows[["path", "label", "sha256", "shard", "offset"]].to_csv(tmp / split / "index.csv", index=False)
+            counts[split] = len(rows)
+        empty = [split for split in ("train", "test") if counts[split] == 0]
+        if empty:
+            raise CatdogError(f"the split left no {empty[0]} images ({counts}); "
+                              "ingest more images or change preprocess.test_fraction")
+        write_json(tmp / "meta.json", {"image_size": params.image_size, "resize": params.resize, "counts": counts})
     print(f"preprocess: {counts} at {params.image_size}x{params.image_size} ({params.resize}) -> {out_dir}")
     return PreprocessResult(counts)

@@ -33,6 +33,7 @@ HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
 @dataclass(frozen=True)
 class TrainResult:
     epochs: int
+    best_epoch: int
     seconds: float
     images_per_second: float
     parameters: int
@@ -48,12 +49,27 @@ def data_fingerprint(preprocessed: Path) -> str:
     return digest.hexdigest()
 
 
+def augmentation(seed: int) -> keras.Sequential:
+    """Random changes a photo can undergo and stay the same animal; input pipeline only, so
+    the model itself stays the spec's. Pixel values stay in 0-255."""
+    layers = keras.layers
+    return keras.Sequential([
+        layers.RandomFlip("horizontal", seed=seed),
+        layers.RandomRotation(0.05, fill_mode="reflect", seed=seed),
+        layers.RandomZoom(0.15, fill_mode="reflect", seed=seed),
+        layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed),
+        layers.RandomContrast(0.2, seed=seed),
+    ], name="augmentation")
+
+
 class ShardBatches(keras.utils.PyDataset):
     """(uint8 images, p(dog) labels) batches read from shards; reshuffled each epoch by seed."""
 
-    def __init__(self, reader: ShardReader, batch_size: int, *, shuffle: bool, seed: int = 0, start_epoch: int = 0):
+    def __init__(self, reader: ShardReader, batch_size: int, *, shuffle: bool, seed: int = 0, start_epoch: int = 0,
+                 augment: keras.Sequential | None = None):
         super().__init__(workers=1, use_multiprocessing=False, max_queue_size=4)
         self.reader, self.batch_size, self.shuffle, self.seed = reader, batch_size, shuffle, seed
+        self.augment = augment
         self.epoch = start_epoch  # a resumed run gets the same order per epoch as an uninterrupted one
         self.order = self._order()
 
@@ -67,7 +83,10 @@ class ShardBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
-        return self.reader.images(rows), self.reader.labels[rows]
+        images = self.reader.images(rows)
+        if self.augment is not None:
+            images = keras.ops.convert_to_numpy(self.augment(images.astype(np.float32), training=True))
+        return images, self.reader.labels[rows]
 
     def on_epoch_end(self) -> None:
         self.epoch += 1
@@ -114,6 +133,23 @@ class Throughput(keras.callbacks.Callback):
     @property
     def images_per_second(self) -> float:
         return round(self.batches * self.batch_size / self.seconds, 2) if self.seconds else 0.0
+
+
+def class_weights(labels: np.ndarray) -> dict[int, float]:
+    """Inverse-frequency weights (n / (2 * n_class)): each class counts as much in the loss."""
+    counts = np.bincount(labels.astype(int), minlength=2)
+    return {c: float(len(labels) / (2 * counts[c])) if counts[c] else 1.0 for c in (0, 1)}
+
+
+def optional_callbacks(params: TrainParams, has_validation: bool) -> list:
+    callbacks = []
+    if params.early_stopping_patience and has_validation:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=params.early_stopping_patience,
+                                                       restore_best_weights=True, verbose=1))
+    if params.reduce_lr_patience and has_validation:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+                                                           patience=params.reduce_lr_patience, verbose=1))
+    return callbacks
 
 
 def distribution_strategy(name: str):
@@ -168,14 +204,17 @@ def run(params: TrainParams, preprocessed: Path, model_dir: Path, checkpoints: P
     throughput = Throughput(params.batch_size)
     started = time.perf_counter()
     model.fit(
-        ShardBatches(train, params.batch_size, shuffle=True, seed=params.seed, start_epoch=resumed),
+        ShardBatches(train, params.batch_size, shuffle=True, seed=params.seed, start_epoch=resumed,
+                     augment=augmentation(params.seed) if params.augment else None),
         validation_data=ShardBatches(val, params.batch_size, shuffle=False) if len(val) else None,
         epochs=params.epochs,
         initial_epoch=resumed,
+        class_weight=class_weights(train.labels) if params.class_weight == "balanced" else None,
         callbacks=[
             keras.callbacks.CSVLogger(str(history_file), append=True),
             EpochCheckpoint(run_dir),
             throughput,
+            *optional_callbacks(params, has_validation=len(val) > 0),
         ],
         verbose=1 if sys.stdout.isatty() else 2,
     )
@@ -188,8 +227,10 @@ def run(params: TrainParams, preprocessed: Path, model_dir: Path, checkpoints: P
     history = _history(history_file)
     metrics_dir.mkdir(parents=True, exist_ok=True)
     history.to_csv(metrics_dir / "train_history.csv", index=False)
+    best = history.loc[history["val_loss"].idxmin(), "epoch"] if history["val_loss"].notna().any() else len(history)
     result = TrainResult(
-        epochs=params.epochs,
+        epochs=len(history),
+        best_epoch=int(best) if params.early_stopping_patience else len(history),
         seconds=round(seconds, 1),
         images_per_second=throughput.images_per_second,
         parameters=int(model.count_params()),

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from functools import partial
-from multiprocessing import get_context
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +21,7 @@ from catdog.config import ValidateParams
 from catdog.errors import CatdogError
 from catdog.files import atomic_dir, sha256_file, write_json
 from catdog.images import inspect
+from catdog.parallel import process_map
 
 FACT_COLUMNS = ["path", "label", "format", "mode", "width", "height", "pixels", "bytes", "sha256", "error"]
 REJECTED_COLUMNS = ["path", "label", "stage", "reason"]
@@ -52,13 +52,8 @@ def collect_facts(manifest: pd.DataFrame, root: Path, params: ValidateParams, pr
 
     work = partial(_facts_of, root=root, params=params)
     rows = list(zip(manifest["path"], manifest["label"]))
-    workers = min(params.workers, os.cpu_count() or 1, max(1, len(rows) // 64))
-    if workers > 1:
-        with get_context("spawn").Pool(workers) as pool:
-            facts = list(tqdm(pool.imap(work, rows, chunksize=32), total=len(rows), desc="validate",
-                              unit="img", disable=not progress))
-    else:
-        facts = [work(row) for row in tqdm(rows, desc="validate", unit="img", disable=not progress)]
+    with process_map(work, min(params.workers, max(1, len(rows) // 64)), chunksize=32) as facts_of:
+        facts = list(tqdm(facts_of(rows), total=len(rows), desc="validate", unit="img", disable=not progress))
     return pd.DataFrame(facts, columns=FACT_COLUMNS)
 
 

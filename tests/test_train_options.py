@@ -1,0 +1,53 @@
+"""Training options for real photos: off by default, and each does what it says."""
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from catdog.config import TrainParams  # noqa: E402
+from catdog.train import ShardBatches, augmentation, class_weights, optional_callbacks  # noqa: E402
+
+
+class _Reader:
+    def __init__(self, n=8, side=32):
+        rng = np.random.default_rng(0)
+        self.data = rng.integers(0, 256, (n, side, side, 1), dtype=np.uint8)
+        self.labels = np.array([0, 1] * (n // 2), np.float32)
+
+    def __len__(self):
+        return len(self.data)
+
+    def images(self, rows):
+        return self.data[rows]
+
+
+def test_defaults_leave_every_option_off():
+    params = TrainParams()
+    assert not params.augment and params.class_weight == "none"
+    assert params.early_stopping_patience is None and params.reduce_lr_patience is None
+    assert optional_callbacks(params, has_validation=True) == []
+
+
+def test_augmentation_changes_images_but_not_labels_or_range():
+    reader = _Reader()
+    plain = ShardBatches(reader, 8, shuffle=False)[0]
+    augmented = ShardBatches(reader, 8, shuffle=False, augment=augmentation(seed=1))[0]
+    assert augmented[0].shape == plain[0].shape
+    assert (augmented[1] == plain[1]).all()
+    assert not np.allclose(augmented[0], plain[0])
+    assert augmented[0].min() >= 0 and augmented[0].max() <= 255
+
+
+def test_early_stopping_restores_the_best_epoch_and_lr_is_reduced_on_plateau():
+    callbacks = optional_callbacks(TrainParams(early_stopping_patience=3, reduce_lr_patience=2), has_validation=True)
+    stopping, plateau = callbacks
+    assert isinstance(stopping, keras.callbacks.EarlyStopping) and stopping.restore_best_weights
+    assert stopping.patience == 3 and stopping.monitor == "val_loss"
+    assert isinstance(plateau, keras.callbacks.ReduceLROnPlateau) and plateau.patience == 2
+    assert optional_callbacks(TrainParams(early_stopping_patience=3), has_validation=False) == []
+
+
+def test_balanced_class_weights():
+    assert class_weights(np.array([0, 0, 0, 1])) == {0: pytest.approx(4 / 6), 1: pytest.approx(2.0)}
+    assert class_weights(np.array([0, 1, 0, 1])) == {0: 1.0, 1: 1.0}
