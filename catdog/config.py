@@ -73,6 +73,7 @@ class TrainParams:
     reduce_lr_patience: int | None = _knob(None, min=1, help="halve the learning rate after this many epochs "
                                                              "without a better val_loss")
     class_weight: str = _knob("none", choices=("none", "balanced"), help="weight classes by inverse frequency")
+    max_minutes: float | None = _knob(None, min=0.0, help="stop at the last epoch that fits in this many minutes")
 
 
 @dataclass(frozen=True)

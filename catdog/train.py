@@ -141,8 +141,28 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
     return {c: float(len(labels) / (2 * counts[c])) if counts[c] else 1.0 for c in (0, 1)}
 
 
+class TimeBudget(keras.callbacks.Callback):
+    """Stops after the epoch if another epoch as long as the longest so far would not fit."""
+
+    def __init__(self, minutes: float):
+        super().__init__()
+        self.seconds = minutes * 60
+        self.started = self.epoch_started = time.perf_counter()
+        self.longest = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        self.longest = max(self.longest, now - self.epoch_started)
+        if now - self.started + self.longest > self.seconds:
+            print(f"train: stopping after epoch {epoch + 1}: another would exceed train.max_minutes")
+            self.model.stop_training = True
+
+
 def optional_callbacks(params: TrainParams, has_validation: bool) -> list:
-    callbacks = []
+    callbacks = [TimeBudget(params.max_minutes)] if params.max_minutes else []
     if params.early_stopping_patience and has_validation:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=params.early_stopping_patience,
                                                        restore_best_weights=True, verbose=1))
@@ -150,6 +170,14 @@ def optional_callbacks(params: TrainParams, has_validation: bool) -> list:
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
                                                            patience=params.reduce_lr_patience, verbose=1))
     return callbacks
+
+
+def restore_best_epoch(model: keras.Model, callbacks: list) -> None:
+    """Keras restores the best epoch only when EarlyStopping itself stopped the run; do it
+    also when the epochs or the time budget ran out first."""
+    for callback in callbacks:
+        if isinstance(callback, keras.callbacks.EarlyStopping) and callback.best_weights is not None:
+            model.set_weights(callback.best_weights)
 
 
 def distribution_strategy(name: str):
@@ -202,6 +230,7 @@ def run(params: TrainParams, preprocessed: Path, model_dir: Path, checkpoints: P
           f"{strategy.num_replicas_in_sync} replica(s)")
 
     throughput = Throughput(params.batch_size)
+    extra_callbacks = optional_callbacks(params, has_validation=len(val) > 0)
     started = time.perf_counter()
     model.fit(
         ShardBatches(train, params.batch_size, shuffle=True, seed=params.seed, start_epoch=resumed,
@@ -214,11 +243,12 @@ def run(params: TrainParams, preprocessed: Path, model_dir: Path, checkpoints: P
             keras.callbacks.CSVLogger(str(history_file), append=True),
             EpochCheckpoint(run_dir),
             throughput,
-            *optional_callbacks(params, has_validation=len(val) > 0),
+            *extra_callbacks,
         ],
         verbose=1 if sys.stdout.isatty() else 2,
     )
     seconds = time.perf_counter() - started
+    restore_best_epoch(model, extra_callbacks)
 
     model_dir.mkdir(parents=True, exist_ok=True)
     tmp = model_dir / f".model-{os.getpid()}.keras"

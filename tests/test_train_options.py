@@ -51,3 +51,34 @@ def test_early_stopping_restores_the_best_epoch_and_lr_is_reduced_on_plateau():
 def test_balanced_class_weights():
     assert class_weights(np.array([0, 0, 0, 1])) == {0: pytest.approx(4 / 6), 1: pytest.approx(2.0)}
     assert class_weights(np.array([0, 1, 0, 1])) == {0: 1.0, 1: 1.0}
+
+
+def test_time_budget_stops_when_the_next_epoch_would_not_fit():
+    from catdog.train import TimeBudget
+
+    class _Model:
+        stop_training = False
+
+    budget = TimeBudget(minutes=0.001)  # 60 ms
+    budget.set_model(_Model())
+    budget.on_epoch_begin(0)
+    budget.on_epoch_end(0)
+    assert not budget.model.stop_training  # the first epoch took ~0 s: another fits
+    import time
+
+    time.sleep(0.05)
+    budget.on_epoch_begin(1)
+    time.sleep(0.02)
+    budget.on_epoch_end(1)
+    assert budget.model.stop_training
+    assert TimeBudget in {type(c) for c in optional_callbacks(TrainParams(max_minutes=30), has_validation=False)}
+
+
+def test_best_epoch_is_restored_even_when_epochs_run_out_first():
+    from catdog.train import restore_best_epoch
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    stopping = keras.callbacks.EarlyStopping(restore_best_weights=True)
+    stopping.best_weights = [np.ones((2, 1)), np.full((1,), 7.0)]
+    restore_best_epoch(model, [stopping])
+    assert model.get_weights()[1][0] == 7.0
