@@ -208,6 +208,8 @@ def _project(work: Path, changes: dict) -> Path:
     sys.path.insert(0, str(REPO))
     from tests.conftest import make_project, set_params
 
+    if work.exists():
+        shutil.rmtree(work)  # a previous bench run's project
     project = make_project(work)
     set_params(project, changes)
     return project
