@@ -31,51 +31,46 @@ def _params(args):
 
 
 def cmd_ingest(args) -> None:
+    params, paths = _params(args), _paths(args)  # params first: a bad key fails before slow imports
     from catdog import ingest
 
-    params = _params(args)
-    paths = _paths(args)
     ingest.run(params.ingest, paths.ingested, params.source_path(paths.root), progress=not args.quiet)
 
 
 def cmd_validate(args) -> None:
+    params, paths = _params(args), _paths(args)
     from catdog import validate
 
-    paths = _paths(args)
-    validate.run(_params(args).validate, paths.ingested, paths.validated, paths.metrics / "validate.json",
+    validate.run(params.validate, paths.ingested, paths.validated, paths.metrics / "validate.json",
                  progress=not args.quiet)
 
 
 def cmd_preprocess(args) -> None:
+    params, paths = _params(args), _paths(args)
     from catdog import preprocess
 
-    paths = _paths(args)
-    preprocess.run(_params(args).preprocess, paths.validated, paths.ingested, paths.preprocessed,
-                   progress=not args.quiet)
+    preprocess.run(params.preprocess, paths.validated, paths.ingested, paths.preprocessed, progress=not args.quiet)
 
 
 def cmd_train(args) -> None:
-    params = _params(args)
+    params, paths = _params(args), _paths(args)
     from catdog import train
 
-    paths = _paths(args)
     train.run(params.train, paths.preprocessed, paths.model_dir, paths.checkpoints, paths.metrics)
 
 
 def cmd_evaluate(args) -> None:
-    params = _params(args)
+    params, paths = _params(args), _paths(args)
     from catdog import evaluate
 
-    paths = _paths(args)
     evaluate.run(params.evaluate, paths.model, paths.preprocessed, paths.metrics, paths.plots)
 
 
 def cmd_register(args) -> None:
+    params, paths = _params(args), _paths(args)
     from catdog import register
     from catdog.registry import Registry
 
-    params = _params(args)
-    paths = _paths(args)
     register.run(params, paths.root, paths.model_dir, paths.metrics, Registry(paths.registry))
 
 

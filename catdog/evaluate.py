@@ -7,7 +7,6 @@ training curves, confusion matrix, ROC curve and a grid of misclassified test im
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -107,8 +106,4 @@ def run(params: EvaluateParams, model_file: Path, preprocessed: Path, metrics_di
                                    ["accuracy", "accuracy_cat", "accuracy_dog", "roc_auc", "loss", "ece"]))
     print(f"evaluate: plots in {plots_dir}")
     return rounded
-
-
-def load_metrics(metrics_dir: Path) -> dict:
-    return json.loads((metrics_dir / "evaluate.json").read_text())
 
