@@ -22,7 +22,8 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	@touch $@
 
 run: setup
-	@test -d .dvc || dvc init --quiet $$(git rev-parse --git-dir >/dev/null 2>&1 || echo --no-scm)
+	@# outside a git repository (a downloaded copy), DVC runs with core.no_scm
+	@git rev-parse --git-dir >/dev/null 2>&1 || dvc config core.no_scm true
 	dvc repro
 	catdog summary
 

@@ -81,3 +81,23 @@ def test_works_in_a_git_repository_too(tmp_path):
     head = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
     assert card["code_revision"].startswith(head)
     assert card["params"]["train"]["learning_rate"] == 0.001
+
+
+def test_make_run_works_in_a_plain_folder_without_git(tmp_path):
+    """A downloaded copy (no .git, .dvc/ as committed): `make run` sets core.no_scm and runs."""
+    import shutil
+
+    from tests.conftest import REPO, TINY
+
+    plain = tmp_path / "download"
+    plain.mkdir()
+    for name in ["Makefile", "dvc.yaml", "params.yaml", "pyproject.toml", "requirements.lock", ".gitignore"]:
+        shutil.copy2(REPO / name, plain / name)
+    for name in ["catdog", "tasks", "flows", ".dvc"]:
+        shutil.copytree(REPO / name, plain / name, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
+    (plain / ".venv").symlink_to(REPO / ".venv")  # the environment `make setup` built (no reinstall)
+    set_params(plain, TINY)
+    result = run(["make", "run"], plain)
+    assert "=== catdog: pipeline finished ===" in result.stdout
+    assert "no_scm = true" in (plain / ".dvc/config").read_text()
+    assert (plain / "data/registry/versions/v0001/model.keras").exists()
