@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -25,6 +24,8 @@ import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the project's own helpers: catdog, and the test project builder
+from tests.conftest import env  # noqa: E402  (PATH with the venv's dvc/catdog, quiet analytics)
 SHARED_ZIP = REPO.parent / "shared" / "data" / "dogs-vs-cats-2000.zip"
 RESULTS = REPO / "bench" / "results"
 BIN = Path(sys.executable).parent
@@ -199,13 +200,7 @@ def bench_predict(photo_dir: Path, count: int, pairs: int) -> dict:
 # ---------------------------------------------------------------- DVC and memory
 
 
-def _env() -> dict:
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "GX_ANALYTICS_ENABLED": "false",
-            "TF_CPP_MIN_LOG_LEVEL": "2"}
-
-
 def _project(work: Path, changes: dict) -> Path:
-    sys.path.insert(0, str(REPO))
     from tests.conftest import make_project, set_params
 
     if work.exists():
@@ -217,11 +212,11 @@ def _project(work: Path, changes: dict) -> Path:
 
 def bench_noop_repro(work: Path, runs: int) -> dict:
     project = _project(work / "noop", {})
-    subprocess.run([str(BIN / "dvc"), "repro", "-q"], cwd=project, env=_env(), check=True)
+    subprocess.run([str(BIN / "dvc"), "repro", "-q"], cwd=project, env=env(), check=True)
     seconds = []
     for _ in range(runs):
         start = time.perf_counter()
-        out = subprocess.run([str(BIN / "dvc"), "repro"], cwd=project, env=_env(), check=True,
+        out = subprocess.run([str(BIN / "dvc"), "repro"], cwd=project, env=env(), check=True,
                              capture_output=True, text=True).stdout
         seconds.append(time.perf_counter() - start)
         assert "Running stage" not in out
@@ -231,7 +226,7 @@ def bench_noop_repro(work: Path, runs: int) -> dict:
 def _peak_rss_mb(command: list[str], cwd: Path) -> float:
     code = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL);"
             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    out = subprocess.run([sys.executable, "-c", code, *command], cwd=cwd, env=_env(), check=True,
+    out = subprocess.run([sys.executable, "-c", code, *command], cwd=cwd, env=env(), check=True,
                          capture_output=True, text=True).stdout
     return int(out.strip().splitlines()[-1]) / 1024
 
@@ -243,7 +238,7 @@ def bench_train_memory(work: Path, photo_dir: Path, n: int) -> dict:
             "ingest": {"source": str(photo_dir), "max_per_class": per_class},
             "validate": {"min_side": 32}, "preprocess": {"image_size": SIZE, "workers": 2},
             "train": {"epochs": 1, "batch_size": 32}})
-        subprocess.run([str(BIN / "dvc"), "repro", "-q", "preprocess"], cwd=project, env=_env(), check=True)
+        subprocess.run([str(BIN / "dvc"), "repro", "-q", "preprocess"], cwd=project, env=env(), check=True)
         results[label] = _peak_rss_mb([str(BIN / "catdog"), "train"], project)
     return {"unit": "MB peak RSS of `catdog train`", "N_images": n, "N": results["N"], "4N": results["4N"],
             "growth": results["4N"] / results["N"] - 1, "target": "4N within 10% of N"}
@@ -264,11 +259,9 @@ def main() -> None:
     all_photos, _ = photos(work / "photos-preprocess", 400 if quick else 2000)
     files = sorted(all_photos.rglob("*.jpg"))
 
-    sys.path.insert(0, str(REPO))
-    from catdog.config import PreprocessParams, ValidateParams
     from catdog import preprocess, validate
+    from catdog.config import IngestParams, PreprocessParams, ValidateParams
     from catdog.ingest import run as ingest_run
-    from catdog.config import IngestParams
 
     started = time.perf_counter()
     results = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),

@@ -176,7 +176,7 @@ def cmd_report(args) -> int:
 
     report = build(_paths(args).root, args.base, Path(args.out) if args.out else None, args.tolerance)
     print(report.markdown)
-    print(f"<!-- report and {len(report.images)} plots in {Path(args.out or _paths(args).data / 'report')} -->")
+    print(f"<!-- report and {len(report.images)} plots in {report.out_dir} -->")
     return 0
 
 

@@ -1,7 +1,8 @@
 """`catdog report`: what a change did to the model, as one Markdown report for a pull request.
 
-Metrics and params come from `dvc metrics diff` / `dvc params diff` against a git revision
-(the metric and plot-data files are small and tracked by git, so no DVC cache is needed);
+Metrics come from data/metrics/evaluate.json at the base revision (`git show`) and in the
+workspace, the same files `dvc metrics diff` compares; changed params from `dvc params diff`.
+Both are small files tracked by git, so no DVC cache is needed;
 comparison plots (training curves, ROC, confusion matrices) are rendered locally as PNGs
 next to the report.
 """
@@ -31,6 +32,7 @@ class Report:
     markdown: str
     verdict: str
     images: list[Path]
+    out_dir: Path
 
 
 def _tool(name: str) -> str:
@@ -61,13 +63,9 @@ def metric_rows(root: Path, base: str) -> list[dict]:
     old = json.loads(base_text) if base_text else {}
     new_path = root / EVALUATE
     new = json.loads(new_path.read_text()) if new_path.exists() else {}
-    # dvc metrics diff is the source of truth for what changed; it agrees with the files above.
-    changed = json.loads(_run([_tool("dvc"), "metrics", "diff", base, "--json"], root) or "{}").get(EVALUATE, {})
     rows = []
     for key in REPORTED_METRICS:
         before, after = old.get(key), new.get(key)
-        if key in changed:
-            before, after = changed[key].get("old", before), changed[key].get("new", after)
         delta = after - before if isinstance(before, (int, float)) and isinstance(after, (int, float)) else None
         rows.append({"metric": key, "base": before, "workspace": after, "change": delta})
     return rows
@@ -105,26 +103,29 @@ def _change(row: dict, tolerance: float) -> str:
 
 
 def _plots(root: Path, base: str, out_dir: Path) -> list[Path]:
+    """Comparison PNGs of base and workspace: training curves, ROC, confusion matrices."""
     from catdog import plots
 
-    paths = project(root)
+    metrics = project(root).metrics
     out_dir.mkdir(parents=True, exist_ok=True)
+
+    def frames(name: str) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+        new = metrics / name
+        return _base_frame(root, base, f"data/metrics/{name}"), pd.read_csv(new) if new.exists() else None
+
     made = []
-    pairs = {
-        "history": (_base_frame(root, base, "data/metrics/train_history.csv"), paths.metrics / "train_history.csv"),
-        "roc": (_base_frame(root, base, "data/metrics/roc.csv"), paths.metrics / "roc.csv"),
-        "confusion": (_base_frame(root, base, "data/metrics/confusion.csv"), paths.metrics / "confusion.csv"),
-    }
-    for name, (old, new_path) in pairs.items():
-        new = pd.read_csv(new_path) if new_path.exists() else None
-        if new is None:
-            continue
-        target = out_dir / f"{name}.png"
-        if name == "confusion":
-            plots.compare_confusion(old, new, base, target)
-        else:
-            {"history": plots.training_curves, "roc": plots.roc}[name]({base: old, "this change": new}, target)
-        made.append(target)
+    old, new = frames("train_history.csv")
+    if new is not None:
+        plots.training_curves({base: old, "this change": new}, out_dir / "history.png")
+        made.append(out_dir / "history.png")
+    old, new = frames("roc.csv")
+    if new is not None:
+        plots.roc({base: old, "this change": new}, out_dir / "roc.png")
+        made.append(out_dir / "roc.png")
+    old, new = frames("confusion.csv")
+    if new is not None:
+        plots.compare_confusion(old, new, base, out_dir / "confusion.png")
+        made.append(out_dir / "confusion.png")
     return made
 
 
@@ -170,7 +171,7 @@ def build(root: Path | str = ".", base: str = "HEAD", out_dir: Path | None = Non
     lines += [f"![{image.stem}]({image.relative_to(out_dir).as_posix()})" for image in images]
     markdown = "\n".join(lines) + "\n"
     (out_dir / "report.md").write_text(markdown)
-    return Report(markdown, verdict, images)
+    return Report(markdown, verdict, images, out_dir)
 
 
 def stale_outputs(root: Path | str = ".") -> list[str]:

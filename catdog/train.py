@@ -207,7 +207,8 @@ def run(params: TrainParams, preprocessed: Path, model_dir: Path, checkpoints: P
     keras.utils.set_random_seed(params.seed)
     train = ShardReader(preprocessed / "train")
     val = ShardReader(preprocessed / "val")
-    key = hashlib.sha256(json.dumps({"params": asdict(params), "data": data_fingerprint(preprocessed)},
+    fingerprint = data_fingerprint(preprocessed)
+    key = hashlib.sha256(json.dumps({"params": asdict(params), "data": fingerprint},
                                     sort_keys=True).encode()).hexdigest()[:16]
     run_dir = checkpoints / key
     for stale in checkpoints.glob("*") if checkpoints.exists() else []:
@@ -267,7 +268,7 @@ def run(params: TrainParams, preprocessed: Path, model_dir: Path, checkpoints: P
         resumed_from_epoch=resumed,
     )
     write_json(model_dir / "train.json", {**asdict(result), "image_size": image_size,
-                                          "data_fingerprint": data_fingerprint(preprocessed)})
+                                          "data_fingerprint": fingerprint})
     shutil.rmtree(run_dir, ignore_errors=True)
     print(f"train: done in {seconds:.0f} s ({result.images_per_second} img/s) -> {model_dir / 'model.keras'}")
     return result
