@@ -17,7 +17,7 @@ import pandas as pd
 from catdog.config import PreprocessParams
 from catdog.errors import CatdogError
 from catdog.files import atomic_dir, write_json
-from catdog.images import load_model_input
+from catdog.images import ImageError, load_model_input
 from catdog.parallel import process_map
 from catdog.shards import SPLITS, shard_name, write_shard
 
@@ -38,38 +38,79 @@ def split_of(sha256: str, val_fraction: float, test_fraction: float) -> str:
 
 
 def _convert(path: str, root: Path, size: int, resize: str) -> np.ndarray:
-    return load_model_input(root / path, size, resize)
+    try:
+        return load_model_input(root / path, size, resize)
+    except (ImageError, OSError) as error:
+        raise CatdogError(f"{path}: {error}; it passed validation, so it changed since: "
+                          "run `dvc repro` to ingest and validate again") from None
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """One shard's worth of work: convert these images into `<split>/images-NNNNN.npy`."""
+
+    split: str
+    number: int
+    paths: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.split}/{shard_name(self.number)}"
+
+
+def plan(params: PreprocessParams, validated: Path) -> tuple[pd.DataFrame, list[ShardJob]]:
+    """Every accepted image with its split, shard and offset, and the shards to write."""
+    accepted = pd.read_csv(validated / "accepted.csv")
+    accepted["split"] = [split_of(h, params.val_fraction, params.test_fraction) for h in accepted["sha256"]]
+    accepted = accepted.sort_values(["split", "sha256"], ignore_index=True)
+    position = accepted.groupby("split").cumcount().to_numpy()
+    accepted["shard"], accepted["offset"] = position // params.shard_size, position % params.shard_size
+    jobs = [ShardJob(split, int(number), tuple(rows["path"]))
+            for (split, number), rows in accepted.groupby(["split", "shard"], sort=True)]
+    return accepted, jobs
+
+
+def convert_shard(job: ShardJob, params: PreprocessParams, ingested: Path, folder: Path) -> int:
+    """Write one shard into `folder` (a fan-out task's unit of work); returns its image count."""
+    images = np.stack([_convert(path, ingested, params.image_size, params.resize) for path in job.paths])
+    (folder / job.split).mkdir(parents=True, exist_ok=True)
+    write_shard(folder / job.name, images)
+    return len(images)
+
+
+def finish(accepted: pd.DataFrame, params: PreprocessParams, folder: Path) -> dict[str, int]:
+    """The index of every split and meta.json, once all shards are in `folder`."""
+    counts = {}
+    for split in SPLITS:
+        rows = accepted[accepted["split"] == split]
+        (folder / split).mkdir(exist_ok=True)
+        rows[["path", "label", "sha256", "shard", "offset"]].to_csv(folder / split / "index.csv", index=False)
+        counts[split] = len(rows)
+    empty = [split for split in ("train", "test") if counts[split] == 0]
+    if empty:
+        raise CatdogError(f"the split left no {empty[0]} images ({counts}); "
+                          "ingest more images or change preprocess.test_fraction")
+    write_json(folder / "meta.json", {"image_size": params.image_size, "resize": params.resize, "counts": counts})
+    return counts
 
 
 def run(params: PreprocessParams, validated: Path, ingested: Path, out_dir: Path, progress: bool = True) -> PreprocessResult:
     from tqdm import tqdm
 
-    accepted = pd.read_csv(validated / "accepted.csv")
-    accepted["split"] = [split_of(h, params.val_fraction, params.test_fraction) for h in accepted["sha256"]]
-    accepted = accepted.sort_values(["split", "sha256"], ignore_index=True)
+    accepted, jobs = plan(params, validated)
     convert = partial(_convert, root=ingested, size=params.image_size, resize=params.resize)
     workers = min(params.workers, max(1, len(accepted) // 128))
-    counts = {}
+    # One pool over all images (not one task per shard) keeps both cores busy to the end.
     with process_map(convert, workers) as convert_all, atomic_dir(out_dir) as tmp, \
             tqdm(total=len(accepted), desc="preprocess", unit="img", disable=not progress) as bar:
-        for split in SPLITS:
-            rows = accepted[accepted["split"] == split].reset_index(drop=True)
-            (tmp / split).mkdir()
-            buffer = []
-            for number, image in enumerate(convert_all(rows["path"])):
-                buffer.append(image)
-                if len(buffer) == params.shard_size or number == len(rows) - 1:
-                    write_shard(tmp / split / shard_name(number // params.shard_size), np.stack(buffer))
-                    buffer.clear()
+        images = convert_all(path for job in jobs for path in job.paths)
+        for job in jobs:
+            (tmp / job.split).mkdir(exist_ok=True)
+            shard = []
+            for _ in job.paths:
+                shard.append(next(images))
                 bar.update()
-            rows["shard"] = np.arange(len(rows)) // params.shard_size
-            rows["offset"] = np.arange(len(rows)) % params.shard_size
-            rows[["path", "label", "sha256", "shard", "offset"]].to_csv(tmp / split / "index.csv", index=False)
-            counts[split] = len(rows)
-        empty = [split for split in ("train", "test") if counts[split] == 0]
-        if empty:
-            raise CatdogError(f"the split left no {empty[0]} images ({counts}); "
-                              "ingest more images or change preprocess.test_fraction")
-        write_json(tmp / "meta.json", {"image_size": params.image_size, "resize": params.resize, "counts": counts})
+            write_shard(tmp / job.name, np.stack(shard))
+        counts = finish(accepted, params, tmp)
     print(f"preprocess: {counts} at {params.image_size}x{params.image_size} ({params.resize}) -> {out_dir}")
     return PreprocessResult(counts)

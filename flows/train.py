@@ -2,6 +2,8 @@
 
     prefect deployment run train/nightly
     prefect deployment run train/on-demand --param overrides='{"train.epochs": 3}'
+    prefect deployment run train/on-demand --param preprocess_runner=dask \
+        --param dask_address=tcp://scheduler:8786
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from catdog.config import write_overrides
+from flows.preprocess import TaskRunnerKind, fan_out_preprocess
 from tasks.report import publish_run_report
 from tasks.stages import run_stage
 
@@ -19,16 +22,19 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 
 @flow(name="train", description="ingest -> validate -> preprocess -> train -> evaluate -> register")
-def train(overrides: dict[str, Any] | None = None, project_dir: str = str(PROJECT_DIR)) -> dict:
+def train(overrides: dict[str, Any] | None = None, project_dir: str = str(PROJECT_DIR),
+          preprocess_runner: TaskRunnerKind = "threads", dask_address: str | None = None) -> dict:
     """`overrides` maps dotted params keys to values, e.g. {"train.epochs": 3}; they are
-    validated before any stage runs and written to params.yaml, so dvc.lock records them."""
+    validated before any stage runs and written to params.yaml, so dvc.lock records them.
+    Preprocessing fans out over shards on `preprocess_runner`: "threads" here, or "dask" on a
+    temporary local cluster or the running one at `dask_address`."""
     changes = write_overrides(Path(project_dir) / "params.yaml", overrides or {})
     if changes:
         get_run_logger().info(f"params changed for this run: {changes}")
 
     ingest = run_stage("ingest", project_dir)
     validate = run_stage("validate", project_dir)
-    preprocess = run_stage("preprocess", project_dir)
+    preprocess = fan_out_preprocess(project_dir, preprocess_runner, dask_address)
     trained = run_stage("train", project_dir)
     evaluate = run_stage("evaluate", project_dir)
     register = run_stage("register", project_dir)

@@ -46,7 +46,12 @@ def stage_outputs(project_dir: Path, stage: str) -> list[str]:
     return [e if isinstance(e, str) else next(iter(e)) for e in entries]
 
 
-def _stage_env() -> dict:
+def dvc_command(*args: str) -> list[str]:
+    """`dvc ARGS...` with the dvc that lives beside this interpreter."""
+    return [str(Path(sys.executable).parent / "dvc"), *args]
+
+
+def stage_env() -> dict:
     bin_dir = str(Path(sys.executable).parent)  # dvc and catdog live beside this interpreter
     return {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
             "TQDM_MININTERVAL": "15", "GX_ANALYTICS_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -77,8 +82,8 @@ def run_stage(stage: str, project_dir: str) -> dict:
     """Reproduce one DVC stage (skipped when unchanged); returns whether it ran and its outputs."""
     logger = get_run_logger()
     project = Path(project_dir)
-    command = [str(Path(sys.executable).parent / "dvc"), "--wait-for-lock", "repro", "--single-item", stage]
-    process = subprocess.Popen(command, cwd=project, env=_stage_env(), stdout=subprocess.PIPE,
+    command = dvc_command("--wait-for-lock", "repro", "--single-item", stage)
+    process = subprocess.Popen(command, cwd=project, env=stage_env(), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, bufsize=1)
     lines = []
     for raw in process.stdout:

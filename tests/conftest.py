@@ -79,6 +79,15 @@ def make_project(target: Path, *, git: bool = False, tiny: bool = True) -> Path:
     return target
 
 
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server (a real `prefect server`, SQLite) for all flow tests."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
 @pytest.fixture
 def project(tmp_path) -> Path:
     """A fresh copy of the project (no git, `dvc init --no-scm`) with tiny-budget params."""

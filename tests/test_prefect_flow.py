@@ -11,19 +11,12 @@ prefect = pytest.importorskip("prefect")
 from prefect.client.orchestration import get_client  # noqa: E402
 from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterKey, FlowRunFilter,  # noqa: E402
                                             FlowRunFilterId)
-from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from catdog.config import ParamsError  # noqa: E402
 from flows.train import train  # noqa: E402
 
 STAGES = ["ingest", "validate", "preprocess", "train", "evaluate", "register"]
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module", autouse=True)
-def harness():
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 
 def _task_runs(flow_run_id):
