@@ -247,6 +247,17 @@ def bench_train_memory(work: Path, photo_dir: Path, n: int) -> dict:
 # ---------------------------------------------------------------- main
 
 
+def profile_step() -> dict:
+    """bench/profile_step.py with oneDNN on and off (each needs a fresh TensorFlow process)."""
+    profiles = {}
+    for onednn in ("1", "0"):
+        out = RESULTS / f"profile-onednn-{onednn}.json"
+        subprocess.run([sys.executable, str(REPO / "bench" / "profile_step.py"), "--json", str(out)],
+                       env={**env(), "TF_ENABLE_ONEDNN_OPTS": onednn}, check=True, stderr=subprocess.DEVNULL)
+        profiles[f"onednn_{onednn}"] = json.loads(out.read_text())
+    return profiles
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer images and pairs (a smoke run)")
@@ -281,6 +292,7 @@ def main() -> None:
     print(f"predict: {results['predict']['ratio']:.2f}x", flush=True)
     results["noop_dvc_repro"] = bench_noop_repro(work, runs=3)
     results["train_memory"] = bench_train_memory(work, photo_dir, 64 if quick else 96)
+    results["step_profile"] = profile_step()
     results["seconds"] = time.perf_counter() - started
     results["machine"]["load_average_at_end"] = os.getloadavg()
 

@@ -73,6 +73,9 @@ class TrainParams:
     reduce_lr_patience: int | None = _knob(None, min=1, help="halve the learning rate after this many epochs "
                                                              "without a better val_loss")
     class_weight: str = _knob("none", choices=("none", "balanced"), help="weight classes by inverse frequency")
+    flatten_dense_lr_scale: float = _knob(1.0, min=1e-4, max=1.0,
+                                          help="multiplies Adam's learning rate for the Dense(128) kernel "
+                                               "after Flatten (262,144 inputs); 1.0 = plain Adam")
     max_minutes: float | None = _knob(None, min=0.0, help="stop at the last epoch that fits in this many minutes")
 
 

@@ -222,7 +222,7 @@ def run(params: TrainParams, preprocessed: Path, model_dir: Path, checkpoints: P
             print(f"train: resuming after epoch {resumed} from {checkpoint}")
             model = load_model(checkpoint)
         else:
-            model = build_model(image_size, params.learning_rate, params.dropout)
+            model = build_model(image_size, params.learning_rate, params.dropout, params.flatten_dense_lr_scale)
     if history_file.exists():  # keep only the epochs the checkpoint has; later ones are redone
         _history(history_file).query("epoch <= @resumed").assign(epoch=lambda h: h["epoch"] - 1).to_csv(
             history_file, index=False)

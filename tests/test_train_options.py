@@ -6,6 +6,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from catdog.config import TrainParams  # noqa: E402
+from catdog.model import LayerScaledAdam, build_model, load_model  # noqa: E402
 from catdog.train import ShardBatches, augmentation, class_weights, optional_callbacks  # noqa: E402
 
 
@@ -27,6 +28,34 @@ def test_defaults_leave_every_option_off():
     assert not params.augment and params.class_weight == "none"
     assert params.early_stopping_patience is None and params.reduce_lr_patience is None
     assert optional_callbacks(params, has_validation=True) == []
+    assert params.flatten_dense_lr_scale == 1.0
+    assert type(build_model(32).optimizer) is keras.optimizers.Adam  # the spec's plain Adam
+
+
+def _one_step_deltas(scale: float) -> list[tuple[str, np.ndarray]]:
+    keras.utils.set_random_seed(0)
+    model = build_model(32, learning_rate=1e-3, dropout=0.0, flatten_dense_lr_scale=scale)
+    before = [w.numpy() for w in model.trainable_weights]
+    rng = np.random.default_rng(0)
+    model.train_on_batch(rng.integers(0, 256, (8, 32, 32, 1)).astype(np.float32), np.array([0, 1] * 4, np.float32))
+    return [(w.path, w.numpy() - old) for w, old in zip(model.trainable_weights, before)]
+
+
+def test_flatten_dense_lr_scale_slows_only_that_kernel():
+    for (path, plain), (_, scaled) in zip(_one_step_deltas(1.0), _one_step_deltas(0.01), strict=True):
+        if path == "catdog_cnn/flatten_dense/kernel":
+            np.testing.assert_allclose(scaled, plain * 0.01, rtol=1e-3, atol=1e-8)
+            assert np.abs(plain).max() > 1e-4  # it did move (Adam's first step: ~lr per weight)
+        else:
+            np.testing.assert_allclose(scaled, plain, atol=1e-7, err_msg=path)
+
+
+def test_scaled_optimizer_survives_save_and_safe_load(tmp_path):
+    model = build_model(32, flatten_dense_lr_scale=0.02)
+    model.save(tmp_path / "m.keras")
+    loaded = load_model(tmp_path / "m.keras")  # safe mode: the class is registered, not code in the file
+    assert isinstance(loaded.optimizer, LayerScaledAdam)
+    assert loaded.optimizer.lr_scales == {"catdog_cnn/flatten_dense/kernel": 0.02}
 
 
 def test_augmentation_changes_images_but_not_labels_or_range():
