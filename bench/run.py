@@ -208,24 +208,8 @@ def bench_predict(photo_dir: Path, count: int, pairs: int) -> dict:
 
     product()  # warm up both graphs
     baseline()
-    def baseline_on_two_processes():  # how far two processes scale on this machine at all
-        start = time.perf_counter()
-        with process_map(_plain_pillow, workers=2) as convert_all:
-            for _ in convert_all(files):
-                pass
-        return len(files) / (time.perf_counter() - start)
-
-    def one_process():  # catdog's conversion alone, to separate per-image speed from parallelism
-        start = time.perf_counter()
-        for path in absolute:
-            convert(path)
-        return len(files) / (time.perf_counter() - start)
-
     mine, base, a, b = paired(product, baseline, pairs)
-    single, base_two, c, d = paired(one_process, baseline_on_two_processes, pairs)
     return {"unit": "img/s", "catdog": mine, "baseline": base, "ratio": mine / base, "samples": [a, b],
-            "catdog_one_process": single, "baseline_two_processes": base_two, "more_samples": [c, d],
-            "per_image_ratio": single / base, "two_process_scaling_of_baseline": base_two / base,
             "baseline_is": "image_dataset_from_directory + model.predict", "catdog_is": "catdog.predict.predict_files"}
 
 
