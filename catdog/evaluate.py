@@ -74,12 +74,13 @@ def expected_calibration_error(y_true: np.ndarray, p_dog: np.ndarray, bins: int 
 
 
 def run(params: EvaluateParams, model_file: Path, preprocessed: Path, metrics_dir: Path, plots_dir: Path) -> dict:
-    from catdog.model import load_model
+    from catdog.model import load_model, predict_p_dog
     from catdog.train import ShardBatches
 
     test = ShardReader(preprocessed / "test")
     model = load_model(model_file)
-    p_dog = model.predict(ShardBatches(test, params.batch_size, shuffle=False), verbose=0).reshape(-1)
+    test_batches = ShardBatches(test, params.batch_size, shuffle=False)
+    p_dog = predict_p_dog(model, (test_batches[i][0] for i in range(len(test_batches))))
     metrics = binary_metrics(test.labels, p_dog, params.threshold)
     rounded = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
     write_json(metrics_dir / "evaluate.json", rounded)

@@ -21,6 +21,8 @@ class Prediction:
 def predict_files(model, paths: list[Path], image_size: int, resize: str = "stretch",
                   threshold: float = 0.5, batch_size: int = 32) -> list[Prediction]:
     """Every readable file gets a prediction; every unreadable one an error, in input order."""
+    from catdog.model import predict_p_dog
+
     inputs, errors = {}, {}
     for path in paths:
         try:
@@ -29,8 +31,8 @@ def predict_files(model, paths: list[Path], image_size: int, resize: str = "stre
             errors[str(path)] = str(error)
     scores = {}
     if inputs:
-        batch = np.stack(list(inputs.values()))[..., np.newaxis]
-        p_dog = model.predict(batch, batch_size=batch_size, verbose=0).reshape(-1)
+        images = np.stack(list(inputs.values()))[..., np.newaxis]
+        p_dog = predict_p_dog(model, (images[i:i + batch_size] for i in range(0, len(images), batch_size)))
         scores = dict(zip(inputs, p_dog.tolist()))
     results = []
     for path in map(str, paths):

@@ -45,3 +45,14 @@ def test_one_training_step_at_256_works():
     assert np.isfinite(np.asarray(loss)).all()
     p = model.predict(x, verbose=0)
     assert p.shape == (4, 1) and ((p >= 0) & (p <= 1)).all()
+
+
+def test_predict_p_dog_batch_by_batch_equals_model_predict():
+    from catdog.model import predict_p_dog
+
+    model = build_model(image_size=32)
+    images = np.random.default_rng(0).integers(0, 256, (13, 32, 32, 1), dtype=np.uint8)
+    expected = model.predict(images, verbose=0).reshape(-1)
+    got = predict_p_dog(model, (images[i:i + 4] for i in range(0, 13, 4)))  # the last batch is partial
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert predict_p_dog(model, []).shape == (0,)
