@@ -326,7 +326,6 @@ def main() -> None:
     mem = results["train_memory"]
     print(f"| train peak RSS, {mem['N_images']} vs {4 * mem['N_images']} images (MB) | {mem['N']:.0f} -> "
           f"{mem['4N']:.0f} | | {mem['growth']:+.1%} | within 10% |")
-    pre = results["preprocess"]
     print(f"\npreprocessing: one catdog process {pre['per_image_ratio']:.2f}x the plain loop; the plain loop "
           f"itself gains {pre['two_process_scaling_of_baseline']:.2f}x from a second process")
     for name, profile in results["step_profile"].items():

@@ -29,7 +29,7 @@ class LayerScaledAdam(keras.optimizers.Adam):
 
     def update_step(self, gradient, variable, learning_rate):
         scale = self._scale_by_index[self._get_variable_index(variable)]
-        return super().update_step(gradient, variable, learning_rate * scale if scale != 1.0 else learning_rate)
+        return super().update_step(gradient, variable, learning_rate * scale)
 
     def get_config(self):
         return {**super().get_config(), "lr_scales": self.lr_scales}

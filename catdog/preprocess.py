@@ -70,12 +70,15 @@ def plan(params: PreprocessParams, validated: Path) -> tuple[pd.DataFrame, list[
     return accepted, jobs
 
 
+def _save(job: ShardJob, images: list[np.ndarray], folder: Path) -> None:
+    (folder / job.split).mkdir(parents=True, exist_ok=True)
+    write_shard(folder / job.name, np.stack(images))
+
+
 def convert_shard(job: ShardJob, params: PreprocessParams, ingested: Path, folder: Path) -> int:
     """Write one shard into `folder` (a fan-out task's unit of work); returns its image count."""
-    images = np.stack([_convert(path, ingested, params.image_size, params.resize) for path in job.paths])
-    (folder / job.split).mkdir(parents=True, exist_ok=True)
-    write_shard(folder / job.name, images)
-    return len(images)
+    _save(job, [_convert(path, ingested, params.image_size, params.resize) for path in job.paths], folder)
+    return len(job.paths)
 
 
 def finish(accepted: pd.DataFrame, params: PreprocessParams, folder: Path) -> dict[str, int]:
@@ -105,12 +108,11 @@ def run(params: PreprocessParams, validated: Path, ingested: Path, out_dir: Path
             tqdm(total=len(accepted), desc="preprocess", unit="img", disable=not progress) as bar:
         images = convert_all(path for job in jobs for path in job.paths)
         for job in jobs:
-            (tmp / job.split).mkdir(exist_ok=True)
             shard = []
             for _ in job.paths:
                 shard.append(next(images))
                 bar.update()
-            write_shard(tmp / job.name, np.stack(shard))
+            _save(job, shard, tmp)
         counts = finish(accepted, params, tmp)
     print(f"preprocess: {counts} at {params.image_size}x{params.image_size} ({params.resize}) -> {out_dir}")
     return PreprocessResult(counts)
