@@ -77,6 +77,12 @@ class TrainParams:
                                           help="multiplies Adam's learning rate for the Dense(128) kernel "
                                                "after Flatten (262,144 inputs); 1.0 = plain Adam")
     max_minutes: float | None = _knob(None, min=0.0, help="stop at the last epoch that fits in this many minutes")
+    center_inputs: bool = _knob(False, help="scale pixels to -1..1 inside the model instead of 0..1")
+    warmup_sizes: tuple[int, ...] = _knob((), min=8, help="progressive resizing: image sizes trained before the "
+                                                         "full size, smallest first, e.g. [64, 128]")
+    warmup_epochs: tuple[int, ...] = _knob((), min=1, help="epochs at each of warmup_sizes, e.g. [25, 15]")
+    warmup_learning_rate: float | None = _knob(None, min=1e-7, max=1.0,
+                                               help="Adam's rate in the warm-up epochs (null = learning_rate)")
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,12 @@ def _check_value(key: str, value: Any, hint: Any, meta: dict) -> Any:
             return None
         raise ParamsError(f"{key}: must not be null")
     wanted = [t for t in allowed if t is not type(None)][0]
+    if typing.get_origin(wanted) is tuple:  # a YAML list of one item type
+        if not isinstance(value, (list, tuple)):
+            raise ParamsError(f"{key}: expected a list, got {type(value).__name__} {value!r}"
+                              f" (fix: write it as [..]{'' if not meta.get('help') else ' — ' + meta['help']})")
+        item_type = typing.get_args(wanted)[0]
+        return tuple(_check_value(f"{key}[{i}]", item, item_type, meta) for i, item in enumerate(value))
     if wanted is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if isinstance(value, bool) and wanted is not bool or not isinstance(value, wanted):
@@ -165,6 +177,7 @@ def parse_params(raw: Any, project_dir: Path | None = None) -> Params:
     params = Params(**{name: _build_section(name, raw.get(name)) for name in SECTIONS})
     if params.preprocess.val_fraction + params.preprocess.test_fraction >= 0.9:
         raise ParamsError("preprocess.val_fraction + preprocess.test_fraction: must leave at least 10% to train")
+    _check_warmup(params.train, params.preprocess.image_size)
     if project_dir is not None:
         source = params.source_path(project_dir)
         if source is not None and not source.exists():
@@ -173,6 +186,20 @@ def parse_params(raw: Any, project_dir: Path | None = None) -> Params:
                 f".zip/.tar/.tar.gz archive of cat and dog images, or use '{EMBEDDED_SOURCE}')"
             )
     return params
+
+
+def _check_warmup(train: TrainParams, image_size: int) -> None:
+    """Each size must divide the next one, the full size last, and be a multiple of 8 (three 2x2
+    pools), so that the feature map grows by a whole factor from phase to phase."""
+    if len(train.warmup_sizes) != len(train.warmup_epochs):
+        raise ParamsError(f"train.warmup_epochs: {len(train.warmup_epochs)} value(s) for {len(train.warmup_sizes)} "
+                          f"warm-up size(s) (fix: give one epoch count per size in train.warmup_sizes)")
+    sizes = [*train.warmup_sizes, image_size]
+    for size, following in zip(sizes, sizes[1:]):
+        if size >= following or following % size or size % 8:
+            raise ParamsError(f"train.warmup_sizes: {list(train.warmup_sizes)} do not fit preprocess.image_size "
+                              f"{image_size} (fix: multiples of 8, smallest first, each dividing the next and the "
+                              f"full size, e.g. [{image_size // 4}, {image_size // 2}])")
 
 
 def apply_overrides(raw: dict, overrides: dict[str, Any]) -> dict:

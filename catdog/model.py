@@ -36,18 +36,21 @@ class LayerScaledAdam(keras.optimizers.Adam):
 
 
 def build_model(image_size: int = 256, learning_rate: float = 0.001, dropout: float = 0.5,
-                flatten_dense_lr_scale: float = 1.0) -> keras.Model:
+                flatten_dense_lr_scale: float = 1.0, center_inputs: bool = False) -> keras.Model:
+    # The saved model takes raw 0-255 pixels and scales them itself.
+    scaling = (layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_to_plus_minus_one") if center_inputs
+               else layers.Rescaling(1.0 / 255, name="scale_to_unit"))
     model = keras.Sequential(
         [
             keras.Input(shape=(image_size, image_size, 1), name="grayscale_0_255"),
-            layers.Rescaling(1.0 / 255, name="scale_to_unit"),  # the saved model takes raw 0-255 pixels
+            scaling,
             layers.Conv2D(64, 3, activation="relu", padding="same"),
             layers.MaxPooling2D(2),
             layers.Conv2D(128, 3, activation="relu", padding="same"),
             layers.MaxPooling2D(2),
             layers.Conv2D(256, 3, activation="relu", padding="same"),
             layers.MaxPooling2D(2),
-            layers.Flatten(),
+            layers.Flatten(name="flatten"),
             layers.Dense(128, activation="relu", name="flatten_dense"),
             layers.Dropout(dropout),
             layers.Dense(64, activation="relu"),
@@ -62,6 +65,24 @@ def build_model(image_size: int = 256, learning_rate: float = 0.001, dropout: fl
         optimizer = LayerScaledAdam({kernel.path: flatten_dense_lr_scale}, learning_rate=learning_rate)
     model.compile(optimizer=optimizer, loss="binary_crossentropy", metrics=["accuracy"])
     return model
+
+
+def carry_weights(source: keras.Model, target: keras.Model) -> None:
+    """Copy a model's weights into the same architecture built for a larger input (progressive
+    resizing). Convolutions do not depend on the input size; the kernel of the Dense layer after
+    Flatten does: each cell of the small feature map becomes f x f cells of the large one, each
+    with 1/f^2 of its weights, so that on a feature map that is the small one upsampled the
+    layer computes exactly what it computed before."""
+    for old, new in zip(source.layers, target.layers, strict=True):
+        weights = old.get_weights()
+        if old.name == "flatten_dense":
+            kernel, bias = weights
+            _, small, _, channels = source.get_layer("flatten").input.shape
+            large = target.get_layer("flatten").input.shape[1]
+            factor = large // small
+            kernel = kernel.reshape(small, small, channels, -1).repeat(factor, 0).repeat(factor, 1)
+            weights = [kernel.reshape(large * large * channels, -1) / factor**2, bias]
+        new.set_weights(weights)
 
 
 def predict_p_dog(model: keras.Model, batches) -> np.ndarray:

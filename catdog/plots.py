@@ -33,12 +33,25 @@ def training_curves(histories: dict[str, pd.DataFrame | None], target: Path) -> 
             axis.plot(frame["epoch"], frame[metric], "o" + style, label=f"train {metric}{suffix}")
             if frame[f"val_{metric}"].notna().any():
                 axis.plot(frame["epoch"], frame[f"val_{metric}"], "s" + style, label=f"val {metric}{suffix}")
+        if runs:
+            _mark_image_sizes(axis, runs[-1][1])
         axis.set_xlabel("epoch")
         axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         axis.set_title(metric)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     _save(figure, target)
+
+
+def _mark_image_sizes(axis, history: pd.DataFrame) -> None:
+    """Progressive resizing: a dotted line and the size where each phase starts."""
+    if "image_size" not in history or history["image_size"].nunique() < 2:
+        return
+    starts = history[history["image_size"].ne(history["image_size"].shift())]
+    for epoch, size in zip(starts["epoch"], starts["image_size"]):
+        axis.axvline(epoch - 0.5, color="gray", linestyle=":", linewidth=1)
+        axis.annotate(f"{int(size)} px", (epoch - 0.4, 1.0), xycoords=("data", "axes fraction"),
+                      va="top", fontsize=8, color="gray")
 
 
 def _draw_confusion(axis, cells: np.ndarray, title: str) -> None:

@@ -24,10 +24,10 @@ import pandas as pd
 
 from catdog.config import TrainParams
 from catdog.files import write_json
-from catdog.model import build_model, load_model
+from catdog.model import build_model, carry_weights, load_model
 from catdog.shards import ShardReader
 
-HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
+HISTORY_COLUMNS = ["epoch", "image_size", "loss", "accuracy", "val_loss", "val_accuracy"]
 
 
 @dataclass(frozen=True)
@@ -62,14 +62,21 @@ def augmentation(seed: int) -> keras.Sequential:
     ], name="augmentation")
 
 
+def downscale(images: np.ndarray, size: int) -> np.ndarray:
+    """(n, S, S, 1) images to (n, size, size, 1) float32 by averaging f x f blocks (S = f * size)."""
+    n, side = images.shape[:2]
+    factor = side // size
+    return images.reshape(n, size, factor, size, factor, 1).mean(axis=(2, 4), dtype=np.float32)
+
+
 class ShardBatches(keras.utils.PyDataset):
     """(uint8 images, p(dog) labels) batches read from shards; reshuffled each epoch by seed."""
 
     def __init__(self, reader: ShardReader, batch_size: int, *, shuffle: bool, seed: int = 0, start_epoch: int = 0,
-                 augment: keras.Sequential | None = None):
+                 augment: keras.Sequential | None = None, image_size: int | None = None):
         super().__init__(workers=1, use_multiprocessing=False, max_queue_size=4)
         self.reader, self.batch_size, self.shuffle, self.seed = reader, batch_size, shuffle, seed
-        self.augment = augment
+        self.augment, self.image_size = augment, image_size
         self.epoch = start_epoch  # a resumed run gets the same order per epoch as an uninterrupted one
         self.order = self._order()
 
@@ -84,6 +91,8 @@ class ShardBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int):
         rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
         images = self.reader.images(rows)
+        if self.image_size is not None and self.image_size != images.shape[1]:
+            images = downscale(images, self.image_size)
         if self.augment is not None:
             images = keras.ops.convert_to_numpy(self.augment(images.astype(np.float32), training=True))
         return images, self.reader.labels[rows]
@@ -142,27 +151,50 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
 
 
 class TimeBudget(keras.callbacks.Callback):
-    """Stops after the epoch if another epoch as long as the longest so far would not fit."""
+    """Stops after the epoch if the next one would not fit: estimated from the slowest epoch so
+    far per pixel of input, times the next epoch's pixels (warm-up epochs are smaller)."""
 
-    def __init__(self, minutes: float):
+    def __init__(self, minutes: float, epoch_sizes: list[int] | None = None):
         super().__init__()
         self.seconds = minutes * 60
+        self.epoch_sizes = epoch_sizes
         self.started = self.epoch_started = time.perf_counter()
-        self.longest = 0.0
+        self.slowest_per_pixel = 0.0
+        self.exhausted = False
+
+    def _pixels(self, epoch: int) -> int:
+        if not self.epoch_sizes:
+            return 1
+        return self.epoch_sizes[min(epoch, len(self.epoch_sizes) - 1)] ** 2
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         now = time.perf_counter()
-        self.longest = max(self.longest, now - self.epoch_started)
-        if now - self.started + self.longest > self.seconds:
+        self.slowest_per_pixel = max(self.slowest_per_pixel, (now - self.epoch_started) / self._pixels(epoch))
+        if now - self.started + self.slowest_per_pixel * self._pixels(epoch + 1) > self.seconds:
             print(f"train: stopping after epoch {epoch + 1}: another would exceed train.max_minutes")
-            self.model.stop_training = True
+            self.model.stop_training = self.exhausted = True
+
+
+class HistoryLog(keras.callbacks.Callback):
+    """One CSV row per epoch with fixed columns (epochs counted from 1, with the image size), so
+    that phases with different callbacks, and resumed runs, append to one file."""
+
+    def __init__(self, path: Path, image_size: int):
+        super().__init__()
+        self.path, self.image_size = path, image_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1, "image_size": self.image_size, **(logs or {})}
+        pd.DataFrame([row]).reindex(columns=HISTORY_COLUMNS).to_csv(
+            self.path, mode="a", header=not self.path.exists(), index=False)
 
 
 def optional_callbacks(params: TrainParams, has_validation: bool) -> list:
-    callbacks = [TimeBudget(params.max_minutes)] if params.max_minutes else []
+    """Early stopping and the plateau schedule; they watch val_loss at the full image size only."""
+    callbacks = []
     if params.early_stopping_patience and has_validation:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=params.early_stopping_patience,
                                                        restore_best_weights=True, verbose=1))
@@ -178,6 +210,26 @@ def restore_best_epoch(model: keras.Model, callbacks: list) -> None:
     for callback in callbacks:
         if isinstance(callback, keras.callbacks.EarlyStopping) and callback.best_weights is not None:
             model.set_weights(callback.best_weights)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Epochs [first_epoch, last_epoch) (Keras' initial_epoch and epochs) at one image size."""
+    image_size: int
+    first_epoch: int
+    last_epoch: int
+    learning_rate: float
+
+
+def phases(params: TrainParams, image_size: int) -> list[Phase]:
+    """Progressive resizing: the warm-up sizes first, then `epochs` at the full size."""
+    warmup_rate = params.warmup_learning_rate or params.learning_rate
+    plan, first = [], 0
+    for size, epochs, rate in [*zip(params.warmup_sizes, params.warmup_epochs, [warmup_rate] * len(params.warmup_sizes)),
+                               (image_size, params.epochs, params.learning_rate)]:
+        plan.append(Phase(size, first, first + epochs, rate))
+        first += epochs
+    return plan
 
 
 def distribution_strategy(name: str):
@@ -217,39 +269,55 @@ def run(params: TrainParams, preprocessed: Path, model_dir: Path, checkpoints: P
     run_dir.mkdir(parents=True, exist_ok=True)
     history_file = run_dir / "history.csv"
     resumed, checkpoint = EpochCheckpoint.latest(run_dir)
+    plan = phases(params, image_size)
     with strategy.scope():
         if checkpoint:
             print(f"train: resuming after epoch {resumed} from {checkpoint}")
             model = load_model(checkpoint)
         else:
-            model = build_model(image_size, params.learning_rate, params.dropout, params.flatten_dense_lr_scale)
+            model = _build(params, plan[0])
     if history_file.exists():  # keep only the epochs the checkpoint has; later ones are redone
-        _history(history_file).query("epoch <= @resumed").assign(epoch=lambda h: h["epoch"] - 1).to_csv(
-            history_file, index=False)
+        _history(history_file).query("epoch <= @resumed").to_csv(history_file, index=False)
+    warmup = "".join(f", {p.last_epoch - p.first_epoch} warm-up epoch(s) at {p.image_size}" for p in plan[:-1])
     print(f"train: {len(train)} train / {len(val)} val images at {image_size}x{image_size}, "
-          f"{model.count_params():,} parameters, {params.epochs} epoch(s), batch {params.batch_size}, "
-          f"{strategy.num_replicas_in_sync} replica(s)")
+          f"{model.count_params():,} parameters at full size, {params.epochs} epoch(s){warmup}, "
+          f"batch {params.batch_size}, {strategy.num_replicas_in_sync} replica(s)")
 
+    epoch_sizes = [p.image_size for p in plan for _ in range(p.first_epoch, p.last_epoch)]
+    budget = TimeBudget(params.max_minutes, epoch_sizes) if params.max_minutes else None
+    augment = augmentation(params.seed) if params.augment else None
+    final_callbacks = optional_callbacks(params, has_validation=len(val) > 0)
     throughput = Throughput(params.batch_size)
-    extra_callbacks = optional_callbacks(params, has_validation=len(val) > 0)
     started = time.perf_counter()
-    model.fit(
-        ShardBatches(train, params.batch_size, shuffle=True, seed=params.seed, start_epoch=resumed,
-                     augment=augmentation(params.seed) if params.augment else None),
-        validation_data=ShardBatches(val, params.batch_size, shuffle=False) if len(val) else None,
-        epochs=params.epochs,
-        initial_epoch=resumed,
-        class_weight=class_weights(train.labels) if params.class_weight == "balanced" else None,
-        callbacks=[
-            keras.callbacks.CSVLogger(str(history_file), append=True),
-            EpochCheckpoint(run_dir),
-            throughput,
-            *extra_callbacks,
-        ],
-        verbose=1 if sys.stdout.isatty() else 2,
-    )
+    for phase in plan:
+        if resumed >= phase.last_epoch:
+            continue
+        if model.input_shape[1] != phase.image_size:
+            with strategy.scope():
+                model = _grown(model, params, phase)
+        if budget and budget.exhausted:
+            print(f"train: no time left for the epochs at {phase.image_size}; the weights are carried over")
+            continue
+        is_final = phase is plan[-1]
+        model.fit(
+            ShardBatches(train, params.batch_size, shuffle=True, seed=params.seed,
+                         start_epoch=max(phase.first_epoch, resumed), augment=augment, image_size=phase.image_size),
+            validation_data=ShardBatches(val, params.batch_size, shuffle=False,
+                                         image_size=phase.image_size) if len(val) else None,
+            epochs=phase.last_epoch,
+            initial_epoch=max(phase.first_epoch, resumed),
+            class_weight=class_weights(train.labels) if params.class_weight == "balanced" else None,
+            callbacks=[
+                HistoryLog(history_file, phase.image_size),
+                EpochCheckpoint(run_dir),
+                *([throughput] if is_final else []),
+                *([budget] if budget else []),
+                *(final_callbacks if is_final else []),
+            ],
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
     seconds = time.perf_counter() - started
-    restore_best_epoch(model, extra_callbacks)
+    restore_best_epoch(model, final_callbacks)
 
     model_dir.mkdir(parents=True, exist_ok=True)
     tmp = model_dir / f".model-{os.getpid()}.keras"
@@ -258,7 +326,8 @@ def run(params: TrainParams, preprocessed: Path, model_dir: Path, checkpoints: P
     history = _history(history_file)
     metrics_dir.mkdir(parents=True, exist_ok=True)
     history.to_csv(metrics_dir / "train_history.csv", index=False)
-    best = history.loc[history["val_loss"].idxmin(), "epoch"] if history["val_loss"].notna().any() else len(history)
+    full_size = history[history["image_size"] == image_size]
+    best = full_size.loc[full_size["val_loss"].idxmin(), "epoch"] if full_size["val_loss"].notna().any() else len(history)
     result = TrainResult(
         epochs=len(history),
         best_epoch=int(best) if params.early_stopping_patience else len(history),
@@ -270,13 +339,25 @@ def run(params: TrainParams, preprocessed: Path, model_dir: Path, checkpoints: P
     write_json(model_dir / "train.json", {**asdict(result), "image_size": image_size,
                                           "data_fingerprint": fingerprint})
     shutil.rmtree(run_dir, ignore_errors=True)
-    print(f"train: done in {seconds:.0f} s ({result.images_per_second} img/s) -> {model_dir / 'model.keras'}")
+    print(f"train: done in {seconds:.0f} s ({result.images_per_second} img/s at full size) -> {model_dir / 'model.keras'}")
     return result
+
+
+def _build(params: TrainParams, phase: Phase) -> keras.Model:
+    return build_model(phase.image_size, phase.learning_rate, params.dropout, params.flatten_dense_lr_scale,
+                       params.center_inputs)
+
+
+def _grown(model: keras.Model, params: TrainParams, phase: Phase) -> keras.Model:
+    """The same weights in the model for the phase's larger input, with a fresh Adam at its rate."""
+    grown = _build(params, phase)
+    carry_weights(model, grown)
+    print(f"train: carried the weights from {model.input_shape[1]} to {phase.image_size} pixels")
+    return grown
 
 
 def _history(history_file: Path) -> pd.DataFrame:
     """Per-epoch log, epochs counted from 1; an epoch that was redone after a kill appears once."""
     history = pd.read_csv(history_file)
-    history["epoch"] = history["epoch"].astype(int) + 1
     history = history.drop_duplicates("epoch", keep="last")
     return history.reindex(columns=HISTORY_COLUMNS)

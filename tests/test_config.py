@@ -33,6 +33,15 @@ def test_params_yaml_lists_every_knob_so_dvc_tracks_it():
     ({"preprocess": {"resize": "squash"}}, "preprocess.resize"),
     ({"ingest": {"max_per_class": 0}}, "ingest.max_per_class"),
     ({"register": {"min_accuracy": 1.5}}, "register.min_accuracy"),
+    ({"train": {"warmup_sizes": 64, "warmup_epochs": [1]}}, "train.warmup_sizes"),
+    ({"train": {"warmup_sizes": [64, "x"], "warmup_epochs": [1, 1]}}, "train.warmup_sizes[1]"),
+    ({"train": {"warmup_sizes": [64], "warmup_epochs": [0]}}, "train.warmup_epochs[0]"),
+    ({"train": {"warmup_sizes": [64, 128], "warmup_epochs": [5]}}, "train.warmup_epochs"),
+    ({"train": {"warmup_sizes": [100], "warmup_epochs": [5]}}, "train.warmup_sizes"),   # does not divide 256
+    ({"train": {"warmup_sizes": [256], "warmup_epochs": [5]}}, "train.warmup_sizes"),   # not smaller
+    ({"train": {"warmup_sizes": [128, 64], "warmup_epochs": [5, 5]}}, "train.warmup_sizes"),  # shrinks
+    ({"train": {"warmup_sizes": [48, 128], "warmup_epochs": [5, 5]}}, "train.warmup_sizes"),  # 48 does not divide 128
+    ({"train": {"warmup_sizes": [4], "warmup_epochs": [5]}}, "train.warmup_sizes[0]"),  # below 8
 ])
 def test_bad_params_fail_naming_the_key(raw, key):
     with pytest.raises(ParamsError) as error:
@@ -67,3 +76,8 @@ def test_overrides_apply_dotted_keys_and_reject_unknown_ones():
         apply_overrides(raw, {"train.epoch": 3})
     with pytest.raises(ParamsError, match="^epochs: unknown key"):
         apply_overrides(raw, {"epochs": 3})
+
+
+def test_warm_up_lists_become_tuples_of_ints():
+    params = parse_params({"train": {"warmup_sizes": [64, 128], "warmup_epochs": [25, 15]}})
+    assert params.train.warmup_sizes == (64, 128) and params.train.warmup_epochs == (25, 15)

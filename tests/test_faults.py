@@ -55,6 +55,30 @@ def test_killed_training_resumes_from_the_last_completed_epoch(tmp_path):
     assert not list((project / "data/checkpoints").glob("*"))  # cleaned up after success
 
 
+def test_progressive_resizing_resumes_across_phases_and_ends_at_full_size(tmp_path):
+    project = make_project(tmp_path / "project")
+    set_params(project, {"preprocess": {"image_size": 64},
+                         "train": {"epochs": 2, "batch_size": 4, "warmup_sizes": [16, 32], "warmup_epochs": [2, 1]}})
+    run(["dvc", "repro", "preprocess"], project)
+    process = subprocess.Popen([str(BIN / "catdog"), "train"], cwd=project, env=env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _kill_when(process, lambda: _checkpointed_epochs(project) >= 1)  # in or just after the 16 px phase
+    done = _checkpointed_epochs(project)
+
+    resumed = run(["catdog", "train"], project)
+    assert f"resuming after epoch {done}" in resumed.stdout
+    assert "carried the weights from 32 to 64 pixels" in resumed.stdout
+    history = pd.read_csv(project / "data/metrics/train_history.csv")
+    assert history["epoch"].tolist() == [1, 2, 3, 4, 5]
+    assert history["image_size"].tolist() == [16, 16, 32, 64, 64]
+    assert history["val_accuracy"].notna().all()
+    from catdog.model import load_model
+
+    model = load_model(project / "data/model/model.keras")
+    assert model.input_shape == (None, 64, 64, 1)
+    assert model.count_params() == 640 + 73_856 + 295_168 + (8 * 8 * 256 * 128 + 128) + 8_256 + 65  # spec at 64 px
+
+
 def test_stale_checkpoints_do_not_affect_a_new_training(tmp_path):
     project = make_project(tmp_path / "project")
     run(["dvc", "repro", "preprocess"], project)

@@ -29,6 +29,7 @@ def test_defaults_leave_every_option_off():
     assert params.early_stopping_patience is None and params.reduce_lr_patience is None
     assert optional_callbacks(params, has_validation=True) == []
     assert params.flatten_dense_lr_scale == 1.0
+    assert not params.center_inputs and params.warmup_sizes == () and params.warmup_epochs == ()
     assert type(build_model(32).optimizer) is keras.optimizers.Adam  # the spec's plain Adam
 
 
@@ -100,7 +101,6 @@ def test_time_budget_stops_when_the_next_epoch_would_not_fit():
     time.sleep(0.02)
     budget.on_epoch_end(1)
     assert budget.model.stop_training
-    assert TimeBudget in {type(c) for c in optional_callbacks(TrainParams(max_minutes=30), has_validation=False)}
 
 
 def test_best_epoch_is_restored_even_when_epochs_run_out_first():
@@ -111,3 +111,62 @@ def test_best_epoch_is_restored_even_when_epochs_run_out_first():
     stopping.best_weights = [np.ones((2, 1)), np.full((1,), 7.0)]
     restore_best_epoch(model, [stopping])
     assert model.get_weights()[1][0] == 7.0
+
+
+def test_downscale_averages_blocks():
+    from catdog.train import downscale
+
+    images = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4, 1)
+    small = downscale(images, 2)
+    assert small.shape == (2, 2, 2, 1) and small.dtype == np.float32
+    assert small[0, 0, 0, 0] == np.mean([0, 1, 4, 5]) and small[1, 1, 1, 0] == np.mean([26, 27, 30, 31])
+    batch = ShardBatches(_Reader(side=32), 8, shuffle=False, image_size=16)[0][0]
+    assert batch.shape == (8, 16, 16, 1)
+
+
+def test_phases_put_the_warm_up_sizes_before_the_full_size():
+    from catdog.train import Phase, phases
+
+    params = TrainParams(epochs=2, learning_rate=1e-3, warmup_sizes=(16, 32), warmup_epochs=(3, 1),
+                         warmup_learning_rate=5e-4)
+    assert phases(params, 64) == [Phase(16, 0, 3, 5e-4), Phase(32, 3, 4, 5e-4), Phase(64, 4, 6, 1e-3)]
+    assert phases(TrainParams(epochs=2), 256) == [Phase(256, 0, 2, 1e-3)]  # the spec run: one phase
+
+
+def test_carried_weights_compute_the_same_on_an_upsampled_feature_map():
+    from catdog.model import carry_weights
+
+    keras.utils.set_random_seed(0)
+    small, large = build_model(32), build_model(64)
+    carry_weights(small, large)
+    for old, new in zip(small.layers, large.layers):
+        if old.name != "flatten_dense":
+            for a, b in zip(old.get_weights(), new.get_weights()):
+                np.testing.assert_array_equal(a, b)
+    features = np.random.default_rng(0).random((3, 4, 4, 256), np.float32)  # what Flatten sees at 32 px
+    upsampled = features.repeat(2, axis=1).repeat(2, axis=2)                  # ... and at 64 px
+    before = small.get_layer("flatten_dense")(features.reshape(3, -1))
+    after = large.get_layer("flatten_dense")(upsampled.reshape(3, -1))
+    np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-5)
+
+
+def test_centered_inputs_scale_pixels_to_plus_minus_one():
+    scaling = build_model(32, center_inputs=True).layers[0]
+    np.testing.assert_allclose(scaling(np.array([0.0, 127.5, 255.0])), [-1.0, 0.0, 1.0])
+    assert build_model(32).layers[0](np.array([255.0])).numpy()[0] == 1.0
+
+
+def test_time_budget_expects_a_larger_next_epoch_to_take_longer():
+    from catdog.train import TimeBudget
+
+    class _Model:
+        stop_training = False
+
+    import time
+
+    budget = TimeBudget(minutes=0.002, epoch_sizes=[16, 64])  # 120 ms; a 64 px epoch costs 16x a 16 px one
+    budget.set_model(_Model())
+    budget.on_epoch_begin(0)
+    time.sleep(0.02)
+    budget.on_epoch_end(0)  # 20 ms at 16 px: the next one at 64 px would take ~320 ms
+    assert budget.model.stop_training and budget.exhausted
