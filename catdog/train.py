@@ -280,7 +280,7 @@ def run(params: TrainParams, preprocessed: Path, model_dir: Path, checkpoints: P
         _history(history_file).query("epoch <= @resumed").to_csv(history_file, index=False)
     warmup = "".join(f", {p.last_epoch - p.first_epoch} warm-up epoch(s) at {p.image_size}" for p in plan[:-1])
     print(f"train: {len(train)} train / {len(val)} val images at {image_size}x{image_size}, "
-          f"{model.count_params():,} parameters at full size, {params.epochs} epoch(s){warmup}, "
+          f"{model.count_params():,} parameters at {model.input_shape[1]}, {params.epochs} epoch(s){warmup}, "
           f"batch {params.batch_size}, {strategy.num_replicas_in_sync} replica(s)")
 
     epoch_sizes = [p.image_size for p in plan for _ in range(p.first_epoch, p.last_epoch)]
