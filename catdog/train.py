@@ -151,29 +151,39 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
 
 
 class TimeBudget(keras.callbacks.Callback):
-    """Stops after the epoch if the next one would not fit: estimated from the slowest epoch so
-    far per pixel of input, times the next epoch's pixels (warm-up epochs are smaller)."""
+    """Stops after the epoch if the next one would not fit. During a warm-up it also keeps time
+    for one epoch at the full size, so that the saved model has trained at the size it is used
+    at: when the warm-up leaves no room for that, the warm-up ends early (`warmup_over`).
+
+    Epochs are estimated from the slowest so far per pixel of input, times the next epoch's
+    pixels (warm-up epochs are smaller)."""
 
     def __init__(self, minutes: float, epoch_sizes: list[int] | None = None):
         super().__init__()
         self.seconds = minutes * 60
-        self.epoch_sizes = epoch_sizes
+        self.epoch_sizes = epoch_sizes or [1]
         self.started = self.epoch_started = time.perf_counter()
         self.slowest_per_pixel = 0.0
-        self.exhausted = False
+        self.exhausted = self.warmup_over = False
 
-    def _pixels(self, epoch: int) -> int:
-        if not self.epoch_sizes:
-            return 1
-        return self.epoch_sizes[min(epoch, len(self.epoch_sizes) - 1)] ** 2
+    def _size(self, epoch: int) -> int:
+        return self.epoch_sizes[min(epoch, len(self.epoch_sizes) - 1)]
+
+    def _fits(self, *sizes: int) -> bool:
+        expected = sum(self.slowest_per_pixel * size**2 for size in sizes)
+        return time.perf_counter() - self.started + expected <= self.seconds
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        now = time.perf_counter()
-        self.slowest_per_pixel = max(self.slowest_per_pixel, (now - self.epoch_started) / self._pixels(epoch))
-        if now - self.started + self.slowest_per_pixel * self._pixels(epoch + 1) > self.seconds:
+        seconds = time.perf_counter() - self.epoch_started
+        self.slowest_per_pixel = max(self.slowest_per_pixel, seconds / self._size(epoch) ** 2)
+        full, following = self.epoch_sizes[-1], self._size(epoch + 1)
+        if following != full and not self._fits(following, full) and self._fits(full):
+            print(f"train: ending the warm-up after epoch {epoch + 1} to keep time for an epoch at {full}")
+            self.model.stop_training = self.warmup_over = True
+        elif not self._fits(following):
             print(f"train: stopping after epoch {epoch + 1}: another would exceed train.max_minutes")
             self.model.stop_training = self.exhausted = True
 
@@ -295,7 +305,7 @@ def run(params: TrainParams, preprocessed: Path, model_dir: Path, checkpoints: P
         if model.input_shape[1] != phase.image_size:
             with strategy.scope():
                 model = _grown(model, params, phase)
-        if budget and budget.exhausted:
+        if budget and (budget.exhausted or budget.warmup_over and phase is not plan[-1]):
             print(f"train: no time left for the epochs at {phase.image_size}; the weights are carried over")
             continue
         is_final = phase is plan[-1]

@@ -170,3 +170,42 @@ def test_time_budget_expects_a_larger_next_epoch_to_take_longer():
     time.sleep(0.02)
     budget.on_epoch_end(0)  # 20 ms at 16 px: the next one at 64 px would take ~320 ms
     assert budget.model.stop_training and budget.exhausted
+
+
+def test_time_budget_ends_the_warm_up_to_keep_time_for_an_epoch_at_full_size():
+    from catdog.train import TimeBudget
+
+    class _Model:
+        stop_training = False
+
+    def budget_after_one_warm_up_second(minutes):
+        budget = TimeBudget(minutes, epoch_sizes=[16, 16, 16, 64])  # a 64 px epoch costs 16x a 16 px one
+        budget.set_model(_Model())
+        budget.on_epoch_begin(0)
+        budget.started -= 1.0
+        budget.epoch_started -= 1.0  # the first epoch "took" 1 s
+        budget.on_epoch_end(0)
+        return budget
+
+    roomy = budget_after_one_warm_up_second(minutes=20 / 60)  # 1 s + 1 s (16 px) + 16 s (64 px) fit in 20 s
+    assert not roomy.model.stop_training
+    tight = budget_after_one_warm_up_second(minutes=17.5 / 60)  # only 1 s + 16 s fit: skip to 64 px
+    assert tight.model.stop_training and tight.warmup_over and not tight.exhausted
+    hopeless = budget_after_one_warm_up_second(minutes=5 / 60)  # no 64 px epoch fits: keep warming up
+    assert not hopeless.model.stop_training
+
+
+def test_a_warm_up_cut_short_by_the_budget_still_ends_with_an_epoch_at_full_size(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from catdog import train
+    from tests.conftest import make_project, run
+
+    project = make_project(tmp_path / "project")  # 32 px images
+    run(["dvc", "repro", "preprocess"], project)
+    monkeypatch.setattr(train.TimeBudget, "_fits", lambda self, *sizes: len(sizes) == 1)  # one epoch, never two
+    params = TrainParams(epochs=1, batch_size=4, warmup_sizes=(8, 16), warmup_epochs=(3, 2), max_minutes=60)
+    train.run(params, project / "data/preprocessed", tmp_path / "model", tmp_path / "checkpoints", tmp_path / "metrics")
+    history = pd.read_csv(tmp_path / "metrics/train_history.csv")
+    assert history["epoch"].tolist() == [1, 6] and history["image_size"].tolist() == [8, 32]
+    assert load_model(tmp_path / "model/model.keras").input_shape == (None, 32, 32, 1)
