@@ -78,6 +78,10 @@ def test_early_stopping_restores_the_best_epoch_and_lr_is_reduced_on_plateau():
     assert optional_callbacks(TrainParams(early_stopping_patience=3), has_validation=False) == []
 
 
+class _StubModel:
+    stop_training = False
+
+
 def test_balanced_class_weights():
     assert class_weights(np.array([0, 0, 0, 1])) == {0: pytest.approx(4 / 6), 1: pytest.approx(2.0)}
     assert class_weights(np.array([0, 1, 0, 1])) == {0: 1.0, 1: 1.0}
@@ -86,11 +90,8 @@ def test_balanced_class_weights():
 def test_time_budget_stops_when_the_next_epoch_would_not_fit():
     from catdog.train import TimeBudget
 
-    class _Model:
-        stop_training = False
-
     budget = TimeBudget(minutes=0.001)  # 60 ms
-    budget.set_model(_Model())
+    budget.set_model(_StubModel())
     budget.on_epoch_begin(0)
     budget.on_epoch_end(0)
     assert not budget.model.stop_training  # the first epoch took ~0 s: another fits
@@ -159,13 +160,10 @@ def test_centered_inputs_scale_pixels_to_plus_minus_one():
 def test_time_budget_expects_a_larger_next_epoch_to_take_longer():
     from catdog.train import TimeBudget
 
-    class _Model:
-        stop_training = False
-
     import time
 
     budget = TimeBudget(minutes=0.002, epoch_sizes=[16, 64])  # 120 ms; a 64 px epoch costs 16x a 16 px one
-    budget.set_model(_Model())
+    budget.set_model(_StubModel())
     budget.on_epoch_begin(0)
     time.sleep(0.02)
     budget.on_epoch_end(0)  # 20 ms at 16 px: the next one at 64 px would take ~320 ms
@@ -175,12 +173,9 @@ def test_time_budget_expects_a_larger_next_epoch_to_take_longer():
 def test_time_budget_ends_the_warm_up_to_keep_time_for_an_epoch_at_full_size():
     from catdog.train import TimeBudget
 
-    class _Model:
-        stop_training = False
-
     def budget_after_one_warm_up_second(minutes):
         budget = TimeBudget(minutes, epoch_sizes=[16, 16, 16, 64])  # a 64 px epoch costs 16x a 16 px one
-        budget.set_model(_Model())
+        budget.set_model(_StubModel())
         budget.on_epoch_begin(0)
         budget.started -= 1.0
         budget.epoch_started -= 1.0  # the first epoch "took" 1 s
