@@ -37,7 +37,7 @@ case "${1:-}" in
     ;;
   deploy)
     prefect work-pool create catdog --type process >/dev/null 2>&1 || true
-    CATDOG_PROJECT_DIR="$PWD" prefect --no-prompt deploy --prefect-file deployments/prefect.yaml --all
+    prefect --no-prompt deploy --prefect-file deployments/prefect.yaml --all
     ;;
   down)
     for name in worker server; do

@@ -88,8 +88,8 @@ def test_deploy_schedule_and_run_nightly_with_a_worker(tmp_path, server):
     project = make_project(tmp_path / "project")
     prefect = str(BIN / "prefect")
     _run([prefect, "work-pool", "create", "catdog", "--type", "process"], project, server)
-    _run([prefect, "--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--all"], project,
-         {**server, "CATDOG_PROJECT_DIR": str(project)})
+    # Deployed the plain Prefect way, from the project folder, with no catdog-specific variable.
+    _run([prefect, "--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--all"], project, server)
 
     deadline = time.monotonic() + 60
     while True:
@@ -104,7 +104,8 @@ def test_deploy_schedule_and_run_nightly_with_a_worker(tmp_path, server):
     output = _run([prefect, "deployment", "run", "train/nightly", "--param", 'overrides={"train.seed": 3}'],
                   project, server)
     flow_run_id = next(line.split()[-1] for line in output.splitlines() if "UUID" in line)
-    _run([prefect, "worker", "start", "--pool", "catdog", "--run-once"], project, server, timeout=900)
+    # The worker starts elsewhere: the deployment itself must say where the project is.
+    _run([prefect, "worker", "start", "--pool", "catdog", "--run-once"], tmp_path, server, timeout=900)
 
     final = _query(project, server, flow_run_id)
     assert final["run"]["state"] == "COMPLETED", final["run"]
