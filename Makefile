@@ -8,7 +8,7 @@ export UV_COMPILE_BYTECODE := 1
 export GX_ANALYTICS_ENABLED := false
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup run test lock clean
+.PHONY: setup run test lock clean browser
 
 setup: $(VENV)/.installed
 
@@ -29,6 +29,11 @@ run: setup
 
 test: setup
 	pytest $(PYTEST_ARGS)
+
+# Debian's Chromium and its driver, for the serve page's browser test (skipped where absent). Needs root.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 lock:
 	$(BIN)/uv pip compile --quiet --python-version 3.11 requirements.in -o requirements.lock

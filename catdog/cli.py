@@ -101,27 +101,32 @@ def cmd_summary(args) -> None:
 
 
 def cmd_predict(args) -> int:
-    from catdog.predict import predict_files
+    from catdog.predict import load_for_prediction, predict_files
     from catdog.registry import Registry
 
-    registry = Registry(_paths(args).registry)
-    model_file = Path(args.model)
-    if model_file.suffix == ".keras" and model_file.exists():
-        from catdog.model import load_model
-
-        model, resize, threshold = load_model(model_file), "stretch", 0.5
-    else:
-        card = registry.card(args.model)
-        model = registry.load_model(card["version"])
-        resize, threshold = card["params"]["preprocess"]["resize"], card["params"]["evaluate"]["threshold"]
-    size = model.input_shape[1]
-    results = predict_files(model, [Path(p) for p in args.paths], size, resize, threshold)
+    loaded = load_for_prediction(Registry(_paths(args).registry), args.model)
+    results = predict_files(loaded.model, [Path(p) for p in args.paths], loaded.image_size, loaded.resize,
+                            loaded.threshold)
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=2))
     else:
         for r in results:
             print(f"{r.path}\t{r.label}\tp(dog)={r.p_dog:.4f}" if r.error is None else f"{r.path}\tERROR\t{r.error}")
     return 0 if all(r.error is None for r in results) else 2
+
+
+def cmd_serve(args) -> None:
+    from catdog.config import apply_overrides, parse_params, read_raw
+
+    paths = _paths(args)
+    flags = {f"serve.{name}": value for name, value in [("host", args.host), ("port", args.port),
+                                                        ("model", args.model), ("max_batch_size", args.max_batch_size),
+                                                        ("max_wait_ms", args.max_wait_ms)] if value is not None}
+    params = parse_params(apply_overrides(read_raw(paths.params), flags), project_dir=paths.root)
+    from catdog import serve
+    from catdog.registry import Registry
+
+    serve.run(Registry(paths.registry), params.serve, max_pixels=params.validate.max_pixels)
 
 
 def cmd_models(args) -> None:
@@ -220,6 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true")
     predict.add_argument("paths", nargs="+")
     predict.set_defaults(handler=cmd_predict)
+
+    serve = commands.add_parser("serve", help="HTTP API and drop-a-photo page for the production model "
+                                              "(defaults: params.yaml, section serve)")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1; others need CATDOG_SERVE_TOKEN)")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--model", help="'production' (follows promotions and rollbacks) or a fixed vNNNN")
+    serve.add_argument("--max-batch-size", type=int, help="most images in one model call")
+    serve.add_argument("--max-wait-ms", type=float, help="how long the first image of a batch waits for more")
+    serve.set_defaults(handler=cmd_serve)
 
     report = commands.add_parser("report", help="Markdown report of metric, param and plot changes vs a git revision")
     report.add_argument("--base", default="HEAD", help="git revision to compare with (default: HEAD)")

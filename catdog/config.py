@@ -98,6 +98,18 @@ class RegisterParams:
 
 
 @dataclass(frozen=True)
+class ServeParams:
+    host: str = _knob("127.0.0.1", help="address to bind; anything but loopback needs CATDOG_SERVE_TOKEN")
+    port: int = _knob(8000, min=1, max=65535)
+    model: str = _knob("production", help="'production' (follows promotions and rollbacks) or a fixed vNNNN")
+    max_batch_size: int = _knob(32, min=1, max=1024, help="most images in one model call")
+    max_wait_ms: float = _knob(5.0, min=0.0, max=1000.0, help="how long the first image of a batch waits for more")
+    max_upload_bytes: int = _knob(20 * 2**20, min=1, help="largest accepted file (413 above)")
+    max_files: int = _knob(16, min=1, max=1000, help="most files in one request")
+    reload_seconds: float = _knob(2.0, min=0.1, help="how often the registry is checked for a new production model")
+
+
+@dataclass(frozen=True)
 class Params:
     ingest: IngestParams = field(default_factory=IngestParams)
     validate: ValidateParams = field(default_factory=ValidateParams)
@@ -105,6 +117,7 @@ class Params:
     train: TrainParams = field(default_factory=TrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     register: RegisterParams = field(default_factory=RegisterParams)
+    serve: ServeParams = field(default_factory=ServeParams)
 
     def source_path(self, project_dir: Path) -> Path | None:
         """The ingest source as a path, or None for the embedded data set."""

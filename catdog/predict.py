@@ -1,9 +1,11 @@
-"""Predict cat or dog for image files with a registered (or given) model."""
+"""Predict cat or dog for images with a registered (or given) model: `catdog predict` and
+`catdog serve` both load models and label scores here."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,6 +18,36 @@ class Prediction:
     label: str | None
     p_dog: float | None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model with what its run says about its input and its decision."""
+
+    version: str  # the registry version, or the .keras file's path
+    model: Any
+    image_size: int
+    resize: str
+    threshold: float
+
+
+def load_for_prediction(registry, ref: str) -> LoadedModel:
+    """`ref` is a .keras file, 'production', 'latest' or vNNNN; registry versions are checked
+    against their sha256 and use their own run's resize policy and threshold."""
+    model_file = Path(ref)
+    if model_file.suffix == ".keras" and model_file.exists():
+        from catdog.model import load_model
+
+        model = load_model(model_file)
+        return LoadedModel(str(model_file), model, model.input_shape[1], "stretch", 0.5)
+    card = registry.card(ref)
+    model = registry.load_model(card["version"])
+    return LoadedModel(card["version"], model, model.input_shape[1], card["params"]["preprocess"]["resize"],
+                       card["params"]["evaluate"]["threshold"])
+
+
+def label_of(p_dog: float, threshold: float) -> str:
+    return "dog" if p_dog >= threshold else "cat"
 
 
 def predict_files(model, paths: list[Path], image_size: int, resize: str = "stretch",
@@ -37,8 +69,7 @@ def predict_files(model, paths: list[Path], image_size: int, resize: str = "stre
     results = []
     for path in map(str, paths):
         if path in scores:
-            label = "dog" if scores[path] >= threshold else "cat"
-            results.append(Prediction(path, label, round(scores[path], 6)))
+            results.append(Prediction(path, label_of(scores[path], threshold), round(scores[path], 6)))
         else:
             results.append(Prediction(path, None, None, errors[path]))
     return results

@@ -1,0 +1,377 @@
+"""`catdog serve`: the registry's production model over HTTP, with a drop-a-photo page.
+
+    POST /predict   multipart files -> per file: label, p_dog, the model version that answered
+    GET  /healthz   200 once a model is loaded, else 503 with the reason
+    GET  /models    the registry's versions and the one serving
+    GET  /metrics   Prometheus text: requests by outcome, latency, images, batch sizes, model
+    GET  /          the page
+
+Concurrent requests share model calls (`Batcher`): one call on a batch of 32 costs far less per
+image than 32 calls of one on this CPU. The serving model follows the registry's production
+version (`ModelHolder`): a request takes the model current when it arrives and is answered by
+it alone, so a promotion or rollback never fails or mixes a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from catdog.config import ServeParams
+from catdog.errors import CatdogError
+from catdog.images import ImageError, load_model_input
+from catdog.predict import LoadedModel, label_of, load_for_prediction
+from catdog.registry import PRODUCTION, Registry
+
+TOKEN_VARIABLE = "CATDOG_SERVE_TOKEN"
+PAGE = Path(__file__).with_name("serve_page.html")
+ENDPOINTS = {"/", "/healthz", "/models", "/metrics", "/predict"}
+log = logging.getLogger("catdog.serve")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_binding(host: str, token: str | None) -> None:
+    """Only loopback may be served without a token: anything else reaches other machines."""
+    if not is_loopback(host) and not token:
+        raise CatdogError(f"binding to {host} makes the model reachable from other machines; set "
+                          f"{TOKEN_VARIABLE} to a secret (clients send 'Authorization: Bearer <token>'), "
+                          "or bind to 127.0.0.1")
+
+
+# ---------------------------------------------------------------- the model that answers
+
+
+class ModelHolder:
+    """The model being served. With ref 'production' it follows the registry's production
+    version; a fixed vNNNN never changes. Loads happen in a worker thread."""
+
+    def __init__(self, registry: Registry, ref: str, on_change: Callable[[LoadedModel], None] = lambda m: None):
+        self.registry, self.ref, self.on_change = registry, ref, on_change
+        self.current: LoadedModel | None = None
+        self.problem = "loading the model"
+
+    def wanted_version(self) -> str | None:
+        if self.ref == PRODUCTION:
+            return self.registry.state()["production"]
+        return self.ref
+
+    async def refresh(self) -> None:
+        """Load the wanted version if it is not the one serving; a failure keeps the old one."""
+        try:
+            wanted = self.wanted_version()
+            if wanted is None:
+                self.problem = ("there is no production model yet: run `dvc repro` (or `make run`), or "
+                                "`catdog models promote VERSION`; this server loads it as soon as there is one")
+                return
+            if self.current is not None and self.current.version == wanted:
+                return
+            loaded = await asyncio.to_thread(load_for_prediction, self.registry, wanted)
+        except Exception as error:  # a damaged or missing file: keep serving what we have
+            self.problem = f"cannot load the model: {error}"
+            log.error("serve: %s", self.problem)
+            return
+        previous, self.current = self.current, loaded
+        log.warning("serve: now serving %s%s", loaded.version, f" (was {previous.version})" if previous else "")
+        self.on_change(loaded)
+
+    async def watch(self, seconds: float) -> None:
+        while True:
+            await self.refresh()
+            await asyncio.sleep(seconds)
+
+
+# ---------------------------------------------------------------- batching
+
+
+@dataclass
+class _Pending:
+    served: LoadedModel
+    image: np.ndarray
+    answer: asyncio.Future
+
+
+class Batcher:
+    """Collects images from concurrent requests into model calls of at most `max_size` images.
+
+    The first image waits at most `max_wait` seconds for company; while a call runs, new images
+    queue up and form the next batch at once. Only images for the same model share a call. Calls
+    run one at a time in a dedicated thread (TensorFlow uses both cores for each)."""
+
+    def __init__(self, max_size: int, max_wait: float, on_batch: Callable[[int], None] = lambda n: None):
+        self.max_size, self.max_wait, self.on_batch = max_size, max_wait, on_batch
+        self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catdog-predict")
+
+    async def p_dog(self, served: LoadedModel, images: list[np.ndarray]) -> list[float]:
+        loop = asyncio.get_running_loop()
+        pending = [_Pending(served, image, loop.create_future()) for image in images]
+        for item in pending:
+            self.queue.put_nowait(item)
+        return list(await asyncio.gather(*(item.answer for item in pending)))
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        waiting: list[_Pending] = []
+        while True:
+            if not waiting:
+                waiting.append(await self.queue.get())
+            deadline = loop.time() + self.max_wait
+            while len(waiting) < self.max_size:
+                try:
+                    waiting.append(self.queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                if loop.time() >= deadline:
+                    break
+                try:
+                    waiting.append(await asyncio.wait_for(self.queue.get(), deadline - loop.time()))
+                except TimeoutError:
+                    break
+            served = waiting[0].served
+            batch = [item for item in waiting if item.served is served][: self.max_size]
+            chosen = {id(item) for item in batch}
+            waiting = [item for item in waiting if id(item) not in chosen]
+            await self._answer(served, batch)
+
+    async def _answer(self, served: LoadedModel, batch: list[_Pending]) -> None:
+        from catdog.model import predict_p_dog
+
+        images = np.stack([item.image for item in batch])[..., np.newaxis]
+        try:
+            scores = await asyncio.get_running_loop().run_in_executor(
+                self.executor, lambda: predict_p_dog(served.model, [images]))
+        except Exception as error:
+            for item in batch:
+                if not item.answer.done():
+                    item.answer.set_exception(error)
+            return
+        self.on_batch(len(batch))
+        for item, score in zip(batch, scores.tolist()):
+            if not item.answer.done():  # its request may have been cancelled
+                item.answer.set_result(score)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+# ---------------------------------------------------------------- metrics
+
+
+class Metrics:
+    """Prometheus metrics in a registry of this app's own (several apps can live in one process)."""
+
+    LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("catdog_requests", "HTTP requests by endpoint and outcome",
+                                ["endpoint", "outcome"], registry=self.registry)
+        self.latency = Histogram("catdog_predict_seconds", "POST /predict latency", registry=self.registry,
+                                 buckets=self.LATENCY_BUCKETS)
+        self.images = Counter("catdog_images_predicted", "images answered with a prediction",
+                              registry=self.registry)
+        self.rejected = Counter("catdog_images_rejected", "uploaded files that could not be read as images",
+                                registry=self.registry)
+        self.batch_size = Histogram("catdog_batch_size", "images per model call", registry=self.registry,
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.model = Gauge("catdog_model_info", "the model version serving (value 1)", ["version"],
+                           registry=self.registry)
+        self.reloads = Counter("catdog_model_loads", "models loaded (start and hot reloads)", registry=self.registry)
+
+    def serving(self, loaded: LoadedModel) -> None:
+        self.model.clear()
+        self.model.labels(version=loaded.version).set(1)
+        self.reloads.inc()
+
+    def text(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+def outcome_of(status: int) -> str:
+    return {200: "ok", 401: "unauthorized", 413: "too_large", 422: "bad_image", 503: "not_ready"}.get(
+        status, "bad_request" if 400 <= status < 500 else "error" if status >= 500 else "ok")
+
+
+# ---------------------------------------------------------------- the app
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _limited(receive, limit: int):
+    """An ASGI receive that stops reading a request body once it passes `limit` bytes."""
+    received = 0
+
+    async def limited_receive():
+        nonlocal received
+        message = await receive()
+        received += len(message.get("body", b""))
+        if received > limit:
+            raise _TooLarge
+        return message
+
+    return limited_receive
+
+
+def create_app(registry: Registry, params: ServeParams, *, max_pixels: int, token: str | None = None):
+    metrics = Metrics()
+    holder = ModelHolder(registry, params.model, on_change=metrics.serving)
+    batcher = Batcher(params.max_batch_size, params.max_wait_ms / 1000, on_batch=metrics.batch_size.observe)
+    body_limit = params.max_files * params.max_upload_bytes + 2**16  # the multipart framing around the files
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app) -> AsyncIterator[None]:
+        workers = [asyncio.create_task(batcher.run()), asyncio.create_task(holder.watch(params.reload_seconds))]
+        yield
+        for worker in workers:
+            worker.cancel()
+        batcher.close()
+
+    app = FastAPI(title="catdog", description="cat or dog, from the registry's production model", lifespan=lifespan)
+    app.state.holder, app.state.batcher, app.state.metrics = holder, batcher, metrics
+
+    @app.middleware("http")
+    async def guard_and_count(request: Request, call_next):
+        endpoint = request.url.path if request.url.path in ENDPOINTS else "other"
+        if token and endpoint != "/healthz" and not _authorized(request, token):
+            response = JSONResponse({"detail": f"missing or wrong token: send 'Authorization: Bearer <token>' "
+                                               f"(the server's {TOKEN_VARIABLE})"}, status_code=401)
+        else:
+            response = await call_next(request)
+        metrics.requests.labels(endpoint=endpoint, outcome=outcome_of(response.status_code)).inc()
+        return response
+
+    @app.get("/healthz")
+    async def healthz():
+        if holder.current is None:
+            return JSONResponse({"status": "not ready", "reason": holder.problem}, status_code=503)
+        return {"status": "ready", "model_version": holder.current.version}
+
+    @app.get("/models")
+    async def models():
+        cards = await asyncio.to_thread(registry.cards)
+        return {"serving": holder.current.version if holder.current else None,
+                "following": params.model,
+                "models": [{"version": c["version"], "status": c["status"], "accuracy": c["metrics"]["accuracy"],
+                            "created": c["created"]} for c in cards]}
+
+    @app.get("/metrics")
+    async def prometheus():
+        return Response(metrics.text(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page():
+        return PAGE.read_text()
+
+    @app.post("/predict")
+    async def predict(request: Request):
+        started = time.perf_counter()
+        served = holder.current  # this request is answered by this model, whatever happens meanwhile
+        if served is None:
+            return JSONResponse({"detail": f"no model loaded yet: {holder.problem}"}, status_code=503)
+        declared = int(request.headers.get("content-length") or 0)
+        if declared > body_limit:
+            raise HTTPException(413, _too_large_message(params))
+        try:
+            form = await Request(request.scope, _limited(request.receive, body_limit)).form(
+                max_files=params.max_files, max_fields=params.max_files)
+        except _TooLarge:
+            raise HTTPException(413, _too_large_message(params)) from None
+        uploads = [value for _, value in form.multi_items() if not isinstance(value, str)]
+        if not uploads:
+            raise HTTPException(400, "no files: send one or more images as multipart form fields named 'files'")
+        for upload in uploads:
+            if upload.size is not None and upload.size > params.max_upload_bytes:
+                raise HTTPException(413, f"{upload.filename}: {upload.size:,} bytes is over the limit of "
+                                         f"{params.max_upload_bytes:,} (serve.max_upload_bytes)")
+        results = await _predict_uploads(uploads, served, batcher, max_pixels)
+        good = sum(r.get("error") is None for r in results)
+        metrics.images.inc(good)
+        metrics.rejected.inc(len(results) - good)
+        metrics.latency.observe(time.perf_counter() - started)
+        return JSONResponse({"model_version": served.version, "results": results},
+                            status_code=200 if good == len(results) else 422)
+
+    return app
+
+
+def _too_large_message(params: ServeParams) -> str:
+    return (f"request too large: at most {params.max_files} files of {params.max_upload_bytes:,} bytes each "
+            "(serve.max_files, serve.max_upload_bytes)")
+
+
+def _authorized(request, token: str) -> bool:
+    offered = request.headers.get("authorization", "")
+    offered = offered[7:] if offered.lower().startswith("bearer ") else ""
+    if not offered and request.url.path == "/":  # a browser opening the page: /?token=...
+        offered = request.query_params.get("token", "")
+    return hmac.compare_digest(offered.encode(), token.encode())
+
+
+async def _predict_uploads(uploads, served: LoadedModel, batcher: Batcher, max_pixels: int) -> list[dict]:
+    """Each file converted as `catdog predict` does; unreadable ones get their reason instead."""
+
+    async def convert(upload):
+        data = await upload.read()
+        try:
+            return await asyncio.to_thread(load_model_input, data, served.image_size, served.resize,
+                                           max_pixels=max_pixels)
+        except (ImageError, OSError) as error:
+            return str(error)
+
+    converted = await asyncio.gather(*(convert(upload) for upload in uploads))
+    images = [c for c in converted if isinstance(c, np.ndarray)]
+    scores = iter(await batcher.p_dog(served, images) if images else [])
+    results = []
+    for upload, item in zip(uploads, converted):
+        if isinstance(item, str):
+            results.append({"file": upload.filename, "error": item})
+        else:
+            p_dog = next(scores)
+            results.append({"file": upload.filename, "label": label_of(p_dog, served.threshold),
+                            "p_dog": round(p_dog, 6), "model_version": served.version})
+    return results
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def run(registry: Registry, params: ServeParams, *, max_pixels: int) -> None:
+    """Serve until interrupted. Refuses a non-loopback address without a token."""
+    import uvicorn
+
+    token = os.environ.get(TOKEN_VARIABLE) or None
+    check_binding(params.host, token)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    app = create_app(registry, params, max_pixels=max_pixels, token=token)
+    print(f"catdog serve: http://{params.host}:{params.port}/ (model: {params.model}, batches of up to "
+          f"{params.max_batch_size}, waiting {params.max_wait_ms} ms){'; token required' if token else ''}",
+          flush=True)
+    uvicorn.run(app, host=params.host, port=params.port, log_level="warning", access_log=False)
