@@ -71,7 +71,7 @@ def cmd_register(args) -> None:
     from catdog import register
     from catdog.registry import Registry
 
-    register.run(params, paths.root, paths.model_dir, paths.metrics, Registry(paths.registry))
+    register.run(params, paths.root, paths.model_dir, paths.metrics, paths.ingested, Registry(paths.registry))
 
 
 def cmd_summary(args) -> None:
@@ -147,7 +147,7 @@ def cmd_models(args) -> None:
         card = registry.card(args.version)
         print(json.dumps(card, indent=2) if args.json else _format_card(card))
     elif args.action == "promote":
-        print(f"{registry.promote(args.version)} is now production")
+        print(f"{registry.promote(args.version, force=args.force)} is now production")
     elif args.action == "rollback":
         previous, current = registry.rollback()
         print(f"rolled back: {current} is production again (was {previous})")
@@ -159,12 +159,15 @@ def _card_summary(card: dict) -> dict:
 
 
 def _format_card(card: dict) -> str:
+    from catdog.gate import Paired
+
     m = card["metrics"]
     return "\n".join([
         f"version          {card['version']} ({card['status']})",
         f"created          {card['created']}",
         f"decision         {card['decision']['reason']}",
         f"accuracy         {m['accuracy']:.4f} (cat {m['accuracy_cat']:.3f}, dog {m['accuracy_dog']:.3f})",
+        *([f"vs production   {Paired(**card['comparison']).sentence()}"] if card.get("comparison") else []),
         f"precision/recall {m['precision']:.4f} / {m['recall']:.4f}, F1 {m['f1']:.4f}, ROC AUC {m['roc_auc']:.4f}",
         f"data fingerprint {card['data_fingerprint']}",
         f"code revision    {card['code_revision']}",
@@ -251,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("version", help="vNNNN" + (" or 'production'" if action == "show" else ""))
         if action in ("list", "show"):
             sub.add_argument("--json", action="store_true")
+        if action == "promote":
+            sub.add_argument("--force", metavar="REASON", help="promote a version the gate refused; the reason "
+                                                               "goes into the registry's events log")
         sub.set_defaults(handler=cmd_models)
     return parser
 

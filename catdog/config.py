@@ -95,6 +95,8 @@ class EvaluateParams:
 @dataclass(frozen=True)
 class RegisterParams:
     min_accuracy: float = _knob(0.6, min=0.0, max=1.0, help="test accuracy a model needs to become production")
+    max_p_value: float = _knob(0.05, min=0.0, max=1.0, help="a candidate worse than production on the same test "
+                                                           "images with McNemar's p below this stays a candidate")
 
 
 @dataclass(frozen=True)

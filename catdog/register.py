@@ -1,13 +1,22 @@
-"""Stage 6, register: add the evaluated model to the registry and let the gate decide."""
+"""Stage 6, register: add the evaluated model to the registry, blessed or not by the gate.
+
+The gate compares the candidate with the current production model on the same test images
+(catdog/gate.py). The candidate's answers are evaluate's (confusion.csv); production answers
+the same ingested files here, converted at its own input size and resize policy.
+"""
 
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from catdog import gate
 from catdog.config import Params
 from catdog.files import read_json, write_json
-from catdog.registry import Decision, Registry
+from catdog.registry import Decision, Registry, RegistryError
 
 
 def code_revision(project_dir: Path) -> str:
@@ -22,25 +31,51 @@ def code_revision(project_dir: Path) -> str:
     return commit + ("+dirty" if dirty else "")
 
 
-def run(params: Params, project_dir: Path, model_dir: Path, metrics_dir: Path, registry: Registry) -> Decision:
+def production_answers(registry: Registry, production: str, files: list[Path]) -> tuple[np.ndarray | None, str | None]:
+    """Production's labels for `files`, or None and why it cannot answer (file missing or damaged)."""
+    from catdog.predict import load_for_prediction, predict_files
+
+    try:
+        loaded = load_for_prediction(registry, production)
+    except (RegistryError, OSError, ValueError) as error:
+        return None, str(error)
+    results = predict_files(loaded.model, files, loaded.image_size, loaded.resize, loaded.threshold)
+    unreadable = [r.path for r in results if r.error]
+    if unreadable:
+        return None, f"{len(unreadable)} test images are unreadable, e.g. {unreadable[0]}"
+    return np.array([r.label for r in results]), None
+
+
+def run(params: Params, project_dir: Path, model_dir: Path, metrics_dir: Path, ingested: Path,
+        registry: Registry) -> Decision:
     metrics = read_json(metrics_dir / "evaluate.json")
     trained = read_json(model_dir / "train.json")
+    answers = pd.read_csv(metrics_dir / "confusion.csv")  # path, actual, predicted, p_dog of the candidate
+    production = registry.state()["production"]
+    paired, unscorable = None, None
+    if production is not None:
+        labels, unscorable = production_answers(registry, production, [ingested / path for path in answers["path"]])
+        if labels is not None:
+            actual = answers["actual"].to_numpy()
+            paired = gate.compare(answers["predicted"].to_numpy() == actual, labels == actual, production)
+    verdict = gate.decide(metrics["accuracy"], params.register, production, paired, unscorable)
     card = {
         "params": params.to_dict(),
         "metrics": metrics,
+        "comparison": paired.to_dict() if paired else None,
         "training": trained,
         "data_fingerprint": trained["data_fingerprint"],
         "code_revision": code_revision(project_dir),
     }
-    decision = registry.register(model_dir / "model.keras", card, params.register.min_accuracy)
-    state = registry.state()
+    decision = registry.register(model_dir / "model.keras", card, verdict, compared_with=production)
     write_json(metrics_dir / "register.json", {
         "version": decision.version,
         "production": decision.production,
         "reason": decision.reason,
-        "production_version": state["production"],
+        "production_version": registry.state()["production"],
         "accuracy": metrics["accuracy"],
+        "comparison": paired.to_dict() if paired else None,
     })
-    verdict = "PRODUCTION" if decision.production else "candidate"
-    print(f"register: {decision.version} is {verdict}: {decision.reason}")
+    verdict_word = "PRODUCTION" if decision.production else "candidate"
+    print(f"register: {decision.version} is {verdict_word}: {decision.reason}")
     return decision

@@ -7,10 +7,10 @@
       state.json                   {"production": "v0003", "history": ["v0001", "v0003"]}
       events.jsonl                 what happened, one JSON line per event
 
-A new version becomes production only if its accuracy is at least `register.min_accuracy`
-and not worse than the current production version's (TFX Evaluator style blessing); else it
-stays a candidate with the reason. Every change happens under a file lock and lands by
-atomic rename, so a killed process leaves either the old or the new state, never a mix.
+Whether a new version becomes production is the gate's verdict (catdog/gate.py), decided
+against the production version of that moment; the registry stores it with its reason. Every
+change happens under a file lock and lands by atomic rename, so a killed process leaves either
+the old or the new state, never a mix.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pathlib import Path
 
 from catdog.errors import CatdogError
 from catdog.files import read_json, sha256_file, write_json
+from catdog.gate import Verdict
 
 PRODUCTION = "production"
 _VERSION = re.compile(r"^v(\d{4,})$")
@@ -130,10 +131,10 @@ class Registry:
     def _set_production(self, version: str | None, history: list[str]) -> None:
         write_json(self.root / "state.json", {"production": version, "history": history})
 
-    def register(self, model_file: Path, card: dict, min_accuracy: float) -> Decision:
-        """Add a model as a new version and decide whether it becomes production."""
+    def register(self, model_file: Path, card: dict, verdict: Verdict, compared_with: str | None) -> Decision:
+        """Add a model as a new version with the gate's verdict, which was decided against production
+        version `compared_with`: if production changed meanwhile, nothing is written."""
         digest = sha256_file(model_file)
-        accuracy = float(card["metrics"]["accuracy"])
         with self._locked():
             self._clean_partials()
             for version in self.versions():
@@ -141,7 +142,9 @@ class Registry:
                 if existing["model_sha256"] == digest:
                     return self._finish_interrupted(version, existing)
             state = self.state()
-            production, reason = self._gate(accuracy, state["production"], min_accuracy)
+            if state["production"] != compared_with:
+                raise RegistryError(f"production changed from {compared_with} to {state['production']} while this "
+                                    "model was judged; run `catdog register` (or `dvc repro`) again")
             number = max([int(v[1:]) for v in self.versions()] or [0]) + 1
             version = f"v{number:04d}"
             partial = self.versions_dir / f".{version}.partial-{os.getpid()}"
@@ -149,22 +152,13 @@ class Registry:
             shutil.copyfile(model_file, partial / "model.keras")
             write_json(partial / "card.json", {**card, "version": version, "created": _now(),
                                                "model_sha256": digest,
-                                               "decision": {"production": production, "reason": reason}})
+                                               "decision": {"production": verdict.production,
+                                                            "reason": verdict.reason}})
             os.replace(partial, self.versions_dir / version)
-            if production:
+            if verdict.production:
                 self._set_production(version, state["history"] + [version])
-            self._log("registered", version=version, production=production, reason=reason)
-        return Decision(version, production, reason)
-
-    def _gate(self, accuracy: float, current: str | None, min_accuracy: float) -> tuple[bool, str]:
-        if accuracy < min_accuracy:
-            return False, f"accuracy {accuracy:.4f} is below register.min_accuracy {min_accuracy:.4f}"
-        if current is None:
-            return True, f"accuracy {accuracy:.4f} >= register.min_accuracy {min_accuracy:.4f}; first production model"
-        current_accuracy = float(read_json(self.versions_dir / current / "card.json")["metrics"]["accuracy"])
-        if accuracy < current_accuracy:
-            return False, f"accuracy {accuracy:.4f} is worse than production {current} ({current_accuracy:.4f})"
-        return True, f"accuracy {accuracy:.4f} >= production {current} ({current_accuracy:.4f}) and >= {min_accuracy:.4f}"
+            self._log("registered", version=version, production=verdict.production, reason=verdict.reason)
+        return Decision(version, verdict.production, verdict.reason)
 
     def _finish_interrupted(self, version: str, card: dict) -> Decision:
         """The same model was registered before; complete a promotion a kill may have cut short."""
@@ -181,15 +175,20 @@ class Registry:
             for partial in self.versions_dir.glob(".v*.partial-*"):
                 shutil.rmtree(partial, ignore_errors=True)
 
-    def promote(self, ref: str) -> str:
+    def promote(self, ref: str, force: str | None = None) -> str:
+        """Make a version production. One the gate refused needs `force`: the reason, kept in the events log."""
         with self._locked():
             version = self.resolve(ref)
             self.model_path(version)  # refuse to promote a damaged file
             state = self.state()
             if state["production"] == version:
                 return version
+            decision = read_json(self.versions_dir / version / "card.json")["decision"]
+            if not decision["production"] and version not in state["history"] and not force:
+                raise RegistryError(f"{version} was refused by the gate: {decision['reason']}. To promote it "
+                                    f"anyway, say why: `catdog models promote {version} --force \"reason\"`")
             self._set_production(version, state["history"] + [version])
-            self._log("promoted", version=version, reason="manual promotion")
+            self._log("promoted", version=version, reason=f"forced: {force}" if force else "manual promotion")
         return version
 
     def rollback(self) -> tuple[str, str]:

@@ -164,6 +164,17 @@ def build(root: Path | str = ".", base: str = "HEAD", out_dir: Path | None = Non
     if register:
         status = "production" if register.get("production") else "candidate"
         lines.append(f"This change's model: **{register.get('version')}**, {status}: {register.get('reason')}.")
+        if register.get("comparison"):
+            from catdog.gate import Paired
+
+            paired = Paired(**register["comparison"])
+            lines += ["", "| on the same test images | accuracy | 95% interval |", "|---|---:|---|",
+                      f"| this change ({register.get('version')}) | {paired.candidate_accuracy:.4f} | "
+                      f"{paired.candidate_ci95[0]:.3f}-{paired.candidate_ci95[1]:.3f} |",
+                      f"| production {paired.production_version} | {paired.production_accuracy:.4f} | "
+                      f"{paired.production_ci95[0]:.3f}-{paired.production_ci95[1]:.3f} |",
+                      f"| difference | {paired.difference:+.4f} | {paired.difference_ci95[0]:+.3f} to "
+                      f"{paired.difference_ci95[1]:+.3f} (McNemar p = {paired.p_value:.3g}) |"]
     if base_register:
         lines.append(f"At `{base}`: {base_register.get('version')} "
                      f"({'production' if base_register.get('production') else 'candidate'}).")
@@ -174,13 +185,18 @@ def build(root: Path | str = ".", base: str = "HEAD", out_dir: Path | None = Non
     return Report(markdown, verdict, images, out_dir)
 
 
+def dvc_status(root: Path | str = ".") -> dict:
+    """`dvc status --json`: stage -> what changed (deps, params, outs, or 'always changed')."""
+    return json.loads(_run([_tool("dvc"), "status", "--json"], Path(root)) or "{}")
+
+
 def stale_outputs(root: Path | str = ".") -> list[str]:
     """What `dvc status` says is out of date, ignoring data that is only absent from the cache.
 
     In a fresh clone (a PR job) the DVC-cached data is not there; that is expected. What must
     not happen is committed metrics that do not match the committed params, code or lock.
     """
-    status = json.loads(_run([_tool("dvc"), "status", "--json"], Path(root)) or "{}")
+    status = dvc_status(root)
     stale = []
     for stage, entries in status.items():
         for entry in entries if isinstance(entries, list) else []:

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from catdog.files import read_json, sha256_file
+from catdog.gate import Verdict
 from catdog.registry import Registry, RegistryError
 from tests.conftest import BIN, env, make_project, run, set_params
 
@@ -114,10 +115,12 @@ def test_a_killed_stage_never_leaves_a_half_written_output(tmp_path):
 REGISTER_SNIPPET = """
 import sys
 from pathlib import Path
+from catdog.gate import Verdict
 from catdog.registry import Registry
 registry = Registry(Path(sys.argv[1]))
 registry.register(Path(sys.argv[2]), {"metrics": {"accuracy": float(sys.argv[3])}, "params": {},
-                  "data_fingerprint": "d", "code_revision": "c"}, min_accuracy=0.5)
+                  "data_fingerprint": "d", "code_revision": "c"}, Verdict(True, "better"),
+                  compared_with=registry.state()["production"])
 """
 
 
@@ -164,7 +167,7 @@ def test_models_are_loaded_in_safe_mode_so_files_cannot_run_code(tmp_path):
     model.save(path)
     registry = Registry(tmp_path / "registry")
     registry.register(path, {"metrics": {"accuracy": 0.9}, "params": {}, "data_fingerprint": "d",
-                             "code_revision": "c"}, 0.5)
+                             "code_revision": "c"}, Verdict(True, "test"), compared_with=None)
     with pytest.raises(ValueError, match="safe_mode"):
         registry.load_model("production")
 

@@ -29,6 +29,7 @@ def test_report_shows_what_a_params_change_did(tmp_path):
     assert "| `train.learning_rate` | 0.001 | 0.0003 |" in report and "| `train.epochs` | 1 | 2 |" in report
     assert re.search(r"\*\*Verdict: (better|worse|same)\*\*", report)
     assert "This change's model: **v0002**" in report
+    assert "| on the same test images | accuracy | 95% interval |" in report and "| production v0001 |" in report
     for image in re.findall(r"!\[[^]]*\]\(([^)]+)\)", report):
         assert (project / "data/report" / image).stat().st_size > 1000
     assert len(re.findall(r"!\[", report)) == 3

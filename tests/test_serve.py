@@ -43,13 +43,16 @@ def constant_model(p_dog_logit: float):
 
 def register(project: Path, model, accuracy: float = 0.9) -> str:
     from catdog.config import load_params
+    from catdog.gate import Verdict
     from catdog.registry import Registry
 
     path = project / f"model-{time.monotonic_ns()}.keras"
     model.save(path)
     card = {"params": load_params(project / "params.yaml").to_dict(), "metrics": {"accuracy": accuracy},
             "training": {}, "data_fingerprint": "test", "code_revision": "test"}
-    return Registry(project / "data" / "registry").register(path, card, min_accuracy=0.0).version
+    registry = Registry(project / "data" / "registry")
+    first = registry.state()["production"] is None  # the first becomes production, later ones are candidates
+    return registry.register(path, card, Verdict(first, "test"), compared_with=registry.state()["production"]).version
 
 
 def serve_project(tmp_path: Path, **serve) -> Path:
@@ -245,7 +248,7 @@ def test_hot_reload_under_load_never_fails_or_mixes_a_request(tmp_path):
             thread.start()
         try:
             time.sleep(1)
-            run(["catdog", "--project", str(project), "models", "promote", second], project)
+            run(["catdog", "--project", str(project), "models", "promote", second, "--force", "hot reload test"], project)
             wait_for(second)
             run(["catdog", "--project", str(project), "models", "rollback"], project)
             wait_for(first)
