@@ -30,11 +30,20 @@ def _params(args):
 # ---------------------------------------------------------------- stages
 
 
+def cmd_source(args) -> None:
+    params, paths = _params(args), _paths(args)
+    from catdog import source
+
+    source.run(params.ingest, params.source_path(paths.root), paths.source_manifest, paths.cache)
+
+
 def cmd_ingest(args) -> None:
     params, paths = _params(args), _paths(args)  # params first: a bad key fails before slow imports
     from catdog import ingest
+    from catdog.source import read_manifest
 
-    ingest.run(params.ingest, paths.ingested, params.source_path(paths.root), progress=not args.quiet)
+    ingest.run(params.ingest, paths.ingested, params.source_path(paths.root), progress=not args.quiet,
+               snapshot=read_manifest(paths.source_manifest))
 
 
 def cmd_validate(args) -> None:
@@ -72,6 +81,12 @@ def cmd_register(args) -> None:
     from catdog.registry import Registry
 
     register.run(params, paths.root, paths.model_dir, paths.metrics, paths.ingested, Registry(paths.registry))
+
+
+def cmd_status(args) -> None:
+    from catdog import status
+
+    print(status.describe(_params(args), _paths(args)))
 
 
 def cmd_summary(args) -> None:
@@ -204,6 +219,7 @@ def cmd_check_lock(args) -> int:
 
 
 STAGES = {
+    "source": cmd_source,
     "ingest": cmd_ingest,
     "validate": cmd_validate,
     "preprocess": cmd_preprocess,
@@ -222,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
         stage.add_argument("--quiet", action="store_true", help="no progress bars")
         stage.set_defaults(handler=handler)
     commands.add_parser("summary", help="print what the last run produced").set_defaults(handler=cmd_summary)
+    commands.add_parser("status", help="what the next run will do: new, removed or changed source files, and "
+                                       "stages out of date").set_defaults(handler=cmd_status)
 
     predict = commands.add_parser("predict", help="label and p(dog) for image files")
     predict.add_argument("--model", default="production", help="VERSION, 'production', 'latest' or a .keras file")

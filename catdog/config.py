@@ -35,6 +35,8 @@ class IngestParams:
     max_archive_bytes: int = _knob(8 * 2**30, min=1, help="uncompressed size limit of an archive (zip bombs)")
     max_file_bytes: int = _knob(256 * 2**20, min=1, help="uncompressed size limit of one archive member")
     max_compression_ratio: float = _knob(200.0, min=1.0, help="uncompressed/compressed limit of one member")
+    min_changed_files: int = _knob(1, min=1, help="fewest added, removed or changed source files that make a run "
+                                                  "ingest and retrain; fewer wait for the next run")
 
 
 @dataclass(frozen=True)

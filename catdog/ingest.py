@@ -141,18 +141,28 @@ def embedded_entries() -> Iterator[Entry]:
         yield Entry(f"{label}/animal-mnist-{index:05d}.png", buffer.getvalue())
 
 
-def folder_entries(folder: Path, params: IngestParams) -> Iterator[Entry]:
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        for filename in sorted(filenames):
-            path = Path(dirpath) / filename
-            name = path.relative_to(folder).as_posix()
-            if not path.is_file():
-                yield Entry(name, refused="not a regular file")
-            elif path.stat().st_size > params.max_file_bytes:
-                yield Entry(name, refused=f"larger than ingest.max_file_bytes ({params.max_file_bytes:,})")
+def folder_entries(folder: Path, params: IngestParams, snapshot: pd.DataFrame | None = None) -> Iterator[Entry]:
+    """The folder's files; with a snapshot (the source stage's manifest), exactly the files it lists,
+    each as it was listed: a file that changed or vanished since is left for the next run."""
+    from catdog.source import walk_files
+
+    if snapshot is None:
+        names, listed = walk_files(folder), {}
+    else:
+        names, listed = ((name, folder / name) for name in snapshot["path"]), dict(zip(snapshot["path"],
+                                                                                     snapshot["sha256"]))
+    for name, path in names:
+        if not path.is_file():
+            yield Entry(name, refused="removed after the source was listed (the next run will not list it)"
+                        if name in listed and not path.exists() else "not a regular file")
+        elif path.stat().st_size > params.max_file_bytes:
+            yield Entry(name, refused=f"larger than ingest.max_file_bytes ({params.max_file_bytes:,})")
+        else:
+            data = path.read_bytes()
+            if name in listed and listed[name] != hashlib.sha256(data).hexdigest():
+                yield Entry(name, refused="changed after the source was listed (the next run takes it)")
             else:
-                yield Entry(name, path.read_bytes())
+                yield Entry(name, data)
 
 
 class _ArchiveBudget:
@@ -218,11 +228,12 @@ def tar_entries(archive: Path, params: IngestParams) -> Iterator[Entry]:
                 yield Entry(name, data) if isinstance(data, bytes) else Entry(name, refused=data)
 
 
-def source_entries(params: IngestParams, source: Path | None) -> Iterator[Entry]:
+def source_entries(params: IngestParams, source: Path | None, snapshot: pd.DataFrame | None = None
+                   ) -> Iterator[Entry]:
     if source is None:
         return embedded_entries()
     if source.is_dir():
-        return folder_entries(source, params)
+        return folder_entries(source, params, snapshot)
     if zipfile.is_zipfile(source):
         return zip_entries(source, params)
     if tarfile.is_tarfile(source):
@@ -243,14 +254,16 @@ def _read_all(entries: Iterator[Entry], source_name: str) -> Iterator[Entry]:
 # ---------------------------------------------------------------- the stage
 
 
-def run(params: IngestParams, out_dir: Path, source: Path | None, progress: bool = True) -> IngestResult:
-    """Ingest `source` (None = embedded data set) into `out_dir`, replacing it atomically."""
+def run(params: IngestParams, out_dir: Path, source: Path | None, progress: bool = True,
+        snapshot: pd.DataFrame | None = None) -> IngestResult:
+    """Ingest `source` (None = embedded data set) into `out_dir`, replacing it atomically; a folder
+    source as the source stage listed it in `snapshot`, when given."""
     from tqdm import tqdm
 
     source_name = EMBEDDED_SOURCE if source is None else str(source)
     rows, skipped, seen = [], [], set()
     with atomic_dir(out_dir) as tmp:
-        entries = _read_all(source_entries(params, source), source_name)
+        entries = _read_all(source_entries(params, source, snapshot), source_name)
         for entry in tqdm(entries, desc="ingest", unit="file", disable=not progress):
             reason = entry.refused or junk_reason(entry.name)
             label = label_from_path(entry.name)

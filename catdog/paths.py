@@ -19,6 +19,16 @@ class ProjectPaths:
         return self.root / "data"
 
     @property
+    def source_manifest(self) -> Path:
+        """What the source holds (path, bytes, sha256 per file): the stage DVC watches for new photos."""
+        return self.data / "source" / "manifest.csv"
+
+    @property
+    def cache(self) -> Path:
+        """Working state kept between runs, outside DVC and git (the source's stat cache)."""
+        return self.data / "cache"
+
+    @property
     def ingested(self) -> Path:
         return self.data / "ingested"
 

@@ -29,6 +29,7 @@ def summary_markdown(project_dir: Path, outcomes: list[dict], changes: dict) -> 
              f"{decision.get('production_version') or 'none'}).", "", "## Stages", "",
              "| stage | this run |", "|---|---|"]
     lines += [f"| {o['stage']} | {'ran' if o['ran'] else 'unchanged, skipped'} |" for o in outcomes]
+    lines += ["", "## Source", "", source_sentence(_read(paths.cache / "source-changes.json"))]
     lines += ["", "## Data", "",
               f"{counts.get('files', '?')} files ingested, {counts.get('accepted', '?')} accepted "
               f"({counts.get('accepted_cat', '?')} cat, {counts.get('accepted_dog', '?')} dog), "
@@ -45,6 +46,20 @@ def summary_markdown(project_dir: Path, outcomes: list[dict], changes: dict) -> 
     lines += ["", f"Validation report: `{paths.validated / 'data_docs' / 'index.html'}`",
               f"Plots: `{paths.plots}`"]
     return "\n".join(lines)
+
+
+def source_sentence(changes: dict) -> str:
+    """'20 new photos (12 cat, 8 dog), 1 removed, 0 changed in /photos.' and what the run did with them."""
+    if not changes:
+        return "The source was not listed in this run."
+    labels = ", ".join(f"{n} {label}" for label, n in changes.get("added_by_label", {}).items())
+    sentence = (f"{changes['added']} new photos{f' ({labels})' if labels else ''}, {changes['removed']} removed, "
+                f"{changes['changed']} changed in {changes['source']} ({changes['files']:,} files).")
+    if changes.get("held_back"):
+        return sentence + " Fewer than ingest.min_changed_files: kept for a later run, nothing retrained."
+    if not changes["added"] + changes["removed"] + changes["changed"]:
+        return sentence + " Nothing new: the stages that cost anything were skipped."
+    return sentence
 
 
 @task(name="publish-run-report")

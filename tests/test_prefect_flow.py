@@ -15,7 +15,7 @@ from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterKey, F
 from catdog.config import ParamsError  # noqa: E402
 from flows.train import train  # noqa: E402
 
-STAGES = ["ingest", "validate", "preprocess", "train", "evaluate", "register"]
+STAGES = ["source", "ingest", "validate", "preprocess", "train", "evaluate", "register"]
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 
@@ -29,7 +29,7 @@ def test_flow_runs_every_stage_then_skips_them_and_publishes_artifacts(tmp_path)
     first = train(overrides={"train.seed": 7}, project_dir=str(project))
     assert [s["stage"] for s in first["stages"]] == STAGES
     assert all(s["ran"] for s in first["stages"])
-    assert "data/model" in first["stages"][3]["outputs"]
+    assert "data/model" in first["stages"][STAGES.index("train")]["outputs"]
     assert first["params_changed"] == {"train.seed": [42, 7]}
     # the override is recorded where DVC sees it, comments kept
     assert yaml.safe_load((project / "params.yaml").read_text())["train"]["seed"] == 7
@@ -37,7 +37,8 @@ def test_flow_runs_every_stage_then_skips_them_and_publishes_artifacts(tmp_path)
     assert lock["stages"]["train"]["params"]["params.yaml"]["train"]["seed"] == 7
 
     second = train(project_dir=str(project))
-    assert [s["ran"] for s in second["stages"]] == [False] * 6
+    # the source is listed on every run; nothing changed, so nothing after it ran
+    assert [s["ran"] for s in second["stages"]] == [True] + [False] * 6
 
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(

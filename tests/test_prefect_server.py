@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import BIN, env, make_project, run
+from tests.conftest import BIN, env, image_bytes, make_project, run, set_params, write_images
 
 pytestmark = pytest.mark.slow
 
@@ -32,6 +32,10 @@ with get_client(sync_client=True) as client:
     if len(sys.argv) > 1:
         flow_run = client.read_flow_run(sys.argv[1])
         result["run"] = {"state": flow_run.state.type.value, "message": flow_run.state.message}
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+        summaries = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["catdog-run-summary"]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])))
+        result["summary"] = summaries[0].data if summaries else None
 print(json.dumps(result))
 """
 
@@ -83,9 +87,20 @@ def _query(project, server_env, *args) -> dict:
     return json.loads(_run([sys.executable, "-c", CLIENT_QUERY, *args], project, server_env))
 
 
+def _nightly(project, server, worker_dir, *params: str) -> dict:
+    """Run train/nightly now through a process worker started in `worker_dir`; the run's final state."""
+    prefect = str(BIN / "prefect")
+    output = _run([prefect, "deployment", "run", "train/nightly", *params], project, server)
+    flow_run_id = next(line.split()[-1] for line in output.splitlines() if "UUID" in line)
+    _run([prefect, "worker", "start", "--pool", "catdog", "--run-once"], worker_dir, server, timeout=900)
+    return _query(project, server, flow_run_id)
+
+
 def test_deploy_schedule_and_run_nightly_with_a_worker(tmp_path, server):
     started = time.monotonic()
     project = make_project(tmp_path / "project")
+    photos = write_images(tmp_path / "photos", per_class=12)
+    set_params(project, {"ingest": {"source": str(photos)}})
     prefect = str(BIN / "prefect")
     _run([prefect, "work-pool", "create", "catdog", "--type", "process"], project, server)
     # Deployed the plain Prefect way, from the project folder, with no catdog-specific variable.
@@ -101,15 +116,22 @@ def test_deploy_schedule_and_run_nightly_with_a_worker(tmp_path, server):
     assert state["concurrency_limit"] == 1
     assert any(r["auto"] and r["state"] == "SCHEDULED" for r in state["runs"]), state
 
-    output = _run([prefect, "deployment", "run", "train/nightly", "--param", 'overrides={"train.seed": 3}'],
-                  project, server)
-    flow_run_id = next(line.split()[-1] for line in output.splitlines() if "UUID" in line)
     # The worker starts elsewhere: the deployment itself must say where the project is.
-    _run([prefect, "worker", "start", "--pool", "catdog", "--run-once"], tmp_path, server, timeout=900)
-
-    final = _query(project, server, flow_run_id)
+    final = _nightly(project, server, tmp_path, "--param", 'overrides={"train.seed": 3}')
     assert final["run"]["state"] == "COMPLETED", final["run"]
     models = json.loads(run(["catdog", "models", "list", "--json"], project).stdout)
     assert [m["version"] for m in models] == ["v0001"]
     assert "seed: 3" in (project / "params.yaml").read_text()
+
+    # New photos land in the folder: the next nightly run sees them, ingests them and retrains.
+    (photos / "cat/new.jpg").write_bytes(image_bytes("cat", (52, 41), "JPEG", seed=501))
+    (photos / "dog/new.jpg").write_bytes(image_bytes("dog", (47, 55), "JPEG", seed=502))
+    second = _nightly(project, server, tmp_path)
+    assert second["run"]["state"] == "COMPLETED", second["run"]
+    summary = second["summary"]
+    print(f"nightly summary after adding two photos:\n{summary}")
+    assert "2 new photos (1 cat, 1 dog), 0 removed, 0 changed" in summary
+    assert "| ingest | ran |" in summary and "| train | ran |" in summary
+    models = json.loads(run(["catdog", "models", "list", "--json"], project).stdout)
+    assert [m["version"] for m in models] == ["v0001", "v0002"]
     print(f"end-to-end Prefect server test wall time: {time.monotonic() - started:.0f} s")

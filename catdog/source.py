@@ -1,0 +1,204 @@
+"""Stage 0, source: what the ingest source holds right now, as a manifest DVC can watch.
+
+DVC tracks the path written in params.yaml, not the files behind it. This stage runs on every
+`dvc repro` (`always_changed`) and writes data/source/manifest.csv: one row per file (relative
+path, bytes, sha256) in a fixed order. `ingest` depends on that file, so DVC reruns ingest and
+what follows exactly when a file was added, removed or changed, and skips them otherwise.
+
+Hashing is the only real cost on a big folder, so a file whose (inode, mtime, size) is what it
+was at the last listing keeps its hash from a stat cache (data/cache/source-stat.tsv), as git's
+index does. The manifest is also ingest's snapshot: ingest takes exactly the files it lists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from catdog.config import EMBEDDED_SOURCE, IngestParams
+from catdog.errors import CatdogError
+from catdog.files import atomic_path, write_json
+
+MANIFEST_COLUMNS = ["path", "bytes", "sha256"]
+NOT_HASHED = ""  # sha256 of an entry ingest will refuse anyway (not a regular file, too large)
+
+
+class SourceError(CatdogError):
+    """The source cannot be listed; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Changes:
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+
+    @property
+    def count(self) -> int:
+        return len(self.added) + len(self.removed) + len(self.changed)
+
+    def summary(self) -> str:
+        if not self.count:
+            return "no file added, removed or changed"
+        return f"{len(self.added)} added, {len(self.removed)} removed, {len(self.changed)} changed"
+
+    def to_dict(self, examples: int = 10) -> dict:
+        from catdog.ingest import label_from_path
+
+        added_labels = pd.Series([label_from_path(name) or "no label" for name in self.added], dtype=object)
+        return {"added": len(self.added), "removed": len(self.removed), "changed": len(self.changed),
+                "added_by_label": {str(k): int(v) for k, v in added_labels.value_counts().sort_index().items()},
+                "examples": {"added": self.added[:examples], "removed": self.removed[:examples],
+                             "changed": self.changed[:examples]}}
+
+
+# ---------------------------------------------------------------- listing
+
+
+def walk_files(folder: Path) -> Iterator[tuple[str, Path]]:
+    """(relative POSIX name, path) of every file below `folder`: folders and names in sorted order."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for filename in sorted(filenames):
+            path = Path(dirpath) / filename
+            yield path.relative_to(folder).as_posix(), path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class StatCache:
+    """sha256 by (path, inode, mtime, size): a file untouched since it was hashed is not read again."""
+
+    def __init__(self, path: Path):
+        self.path, self.entries, self.hashed = path, {}, 0
+        if path.exists():
+            for line in path.read_text().splitlines():
+                name, inode, mtime, size, digest = line.rsplit("\t", 4)
+                self.entries[name] = ((int(inode), int(mtime), int(size)), digest)
+        self.seen: dict[str, tuple[tuple[int, int, int], str]] = {}
+
+    def sha256(self, name: str, path: Path, stat: os.stat_result) -> str:
+        key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        cached = self.entries.get(name)
+        digest = cached[1] if cached and cached[0] == key else None
+        if digest is None:
+            digest, self.hashed = _sha256(path), self.hashed + 1
+        self.seen[name] = (key, digest)
+        return digest
+
+    def save(self) -> None:
+        """Keep only what this listing saw: removed files leave the cache."""
+        with atomic_path(self.path) as tmp:
+            tmp.write_text("".join(f"{name}\t{k[0]}\t{k[1]}\t{k[2]}\t{digest}\n"
+                                   for name, (k, digest) in self.seen.items()))
+
+
+def _row(name: str, path: Path, cache: StatCache, max_bytes: int) -> tuple[str, int, str]:
+    stat = path.stat()
+    if not path.is_file() or stat.st_size > max_bytes:
+        return name, stat.st_size, NOT_HASHED
+    return name, stat.st_size, cache.sha256(name, path, stat)
+
+
+def list_source(source: Path | None, params: IngestParams, cache: StatCache) -> pd.DataFrame:
+    """The manifest rows of a folder (every file), an archive (the archive itself) or the embedded set."""
+    if source is None:
+        from catdog.ingest import animal_mnist_dir
+
+        folder = animal_mnist_dir()
+        rows = [_row(f"{EMBEDDED_SOURCE}/{path.name}", path, cache, 2**63) for path in sorted(folder.glob("*.gz"))]
+    elif source.is_dir():
+        rows = []
+        for name, path in walk_files(source):
+            try:
+                rows.append(_row(name, path, cache, params.max_file_bytes))
+            except FileNotFoundError:  # removed while we listed (or a dangling link): not in this snapshot
+                continue
+    elif source.is_file():
+        rows = [_row(source.name, source, cache, 2**63)]
+    elif not source.exists():
+        raise SourceError(f"ingest.source: {source} does not exist (any more); the previous outputs and the "
+                          "registry are untouched (fix: restore it, or point ingest.source at the new place)")
+    else:
+        raise SourceError(f"ingest.source: {source} is neither a folder nor a file")
+    return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+
+
+def changes_between(old: pd.DataFrame | None, new: pd.DataFrame) -> Changes:
+    old_hashes = {} if old is None else dict(zip(old["path"], old["sha256"]))
+    new_hashes = dict(zip(new["path"], new["sha256"]))
+    return Changes(added=[p for p in new_hashes if p not in old_hashes],
+                   removed=[p for p in old_hashes if p not in new_hashes],
+                   changed=[p for p, h in new_hashes.items() if p in old_hashes and old_hashes[p] != h])
+
+
+def read_manifest(path: Path) -> pd.DataFrame | None:
+    if not path.exists():
+        return None
+    return pd.read_csv(path, dtype={"path": str, "sha256": str}, keep_default_na=False)
+
+
+def source_name(source: Path | None) -> str:
+    return EMBEDDED_SOURCE if source is None else str(source)
+
+
+# ---------------------------------------------------------------- the stage
+
+
+@dataclass(frozen=True)
+class SourceResult:
+    files: int
+    changes: Changes
+    hashed: int
+    held_back: bool  # changes below ingest.min_changed_files: the previous manifest stays
+
+
+def run(params: IngestParams, source: Path | None, manifest_file: Path, cache_dir: Path) -> SourceResult:
+    """List the source into `manifest_file`; a change smaller than `min_changed_files` is held back
+    (the previous manifest stays, so nothing downstream reruns) until enough have gathered."""
+    if source is not None and source.is_dir() and not os.access(source, os.R_OK | os.X_OK):
+        raise SourceError(f"ingest.source: {source} is not readable by this user; the previous outputs and the "
+                          "registry are untouched (fix: its permissions)")
+    cache = StatCache(cache_dir / "source-stat.tsv")
+    try:
+        listing = list_source(source, params, cache)
+    except PermissionError as error:
+        raise SourceError(f"ingest.source: cannot read {error.filename}: permission denied; the previous outputs "
+                          "and the registry are untouched (fix: its permissions, or remove it)") from None
+    if source is not None and source.is_file() and not (zipfile.is_zipfile(source) or _is_tar(source)):
+        raise SourceError(f"ingest.source: {source} is neither a folder nor a .zip/.tar/.tar.gz archive "
+                          f"(fix: point it at one, or use '{EMBEDDED_SOURCE}')")
+    previous = read_manifest(manifest_file)
+    changes = changes_between(previous, listing)
+    held_back = previous is not None and 0 < changes.count < params.min_changed_files
+    if not held_back and (previous is None or changes.count):
+        with atomic_path(manifest_file) as tmp:
+            listing.to_csv(tmp, index=False)
+    cache.save()
+    write_json(cache_dir / "source-changes.json", {"source": source_name(source), "files": len(listing),
+                                                   "held_back": held_back, **changes.to_dict()})
+    if held_back:
+        print(f"source: {changes.summary()} in {source_name(source)}: fewer than ingest.min_changed_files "
+              f"({params.min_changed_files}), so the pipeline keeps the previous snapshot for now")
+    else:
+        print(f"source: {len(listing):,} files in {source_name(source)}; {changes.summary()} since the last run"
+              + (f" ({cache.hashed:,} hashed)" if cache.hashed else ""))
+    return SourceResult(len(listing), changes, cache.hashed, held_back)
+
+
+def _is_tar(path: Path) -> bool:
+    import tarfile
+
+    return tarfile.is_tarfile(path)

@@ -1,0 +1,57 @@
+"""`catdog status`: what the next `dvc repro` (or train/nightly run) will do, in plain words.
+
+`dvc status` always lists the source stage as changed (it runs every time, by design); this
+lists the source against the manifest of the last run, then the stages DVC sees out of date.
+"""
+
+from __future__ import annotations
+
+from catdog.config import Params
+from catdog.paths import ProjectPaths
+
+
+def describe(params: Params, paths: ProjectPaths) -> str:
+    from catdog.report import dvc_status
+    from catdog.source import StatCache, changes_between, list_source, read_manifest, source_name
+
+    source = params.source_path(paths.root)
+    listing = list_source(source, params.ingest, StatCache(paths.cache / "source-stat.tsv"))  # cache not saved
+    last = read_manifest(paths.source_manifest)
+    changes = changes_between(last, listing)
+    lines = [f"source    {source_name(source)}: {len(listing):,} files"]
+    if last is None:
+        lines.append("          never listed here: the next run ingests everything")
+    elif not changes.count:
+        lines.append("          unchanged since the last run")
+    elif changes.count < params.ingest.min_changed_files:
+        lines.append(f"          {changes.summary()} since the last run: fewer than ingest.min_changed_files "
+                     f"({params.ingest.min_changed_files}), so the next run waits for more")
+    else:
+        lines.append(f"          {changes.summary()} since the last run: the next run ingests them and retrains")
+        for kind in ("added", "removed", "changed"):
+            names = getattr(changes, kind)
+            if names:
+                lines.append(f"          {kind}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}")
+
+    stale = {stage: _reasons(entries) for stage, entries in dvc_status(paths.root).items()
+             if entries != ["always changed"]}
+    if stale:
+        lines.append("pipeline  out of date for reasons other than the source:")
+        lines += [f"          {stage}: {reason}" for stage, reason in stale.items()]
+    elif last is not None and not changes.count:
+        lines.append("pipeline  up to date: `dvc repro` has nothing to do")
+    return "\n".join(lines)
+
+
+def _reasons(entries: list) -> str:
+    """`dvc status --json` entries of one stage, as 'changed deps: a, b; changed params: train'."""
+    reasons = []
+    for entry in entries:
+        if isinstance(entry, str):
+            reasons.append(entry)
+            continue
+        for kind, changes in entry.items():
+            described = [f"{name} ({', '.join(f'{key} {what}' for key, what in change.items())})"
+                         if isinstance(change, dict) else f"{name} ({change})" for name, change in changes.items()]
+            reasons.append(f"{kind}: {'; '.join(described)}")
+    return "; ".join(reasons)

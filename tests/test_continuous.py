@@ -1,0 +1,98 @@
+"""Continuous training: a growing source folder is seen by the real `dvc repro`, and only then."""
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from catdog import ingest, source
+from catdog.config import IngestParams
+from tests.conftest import image_bytes, make_project, run, set_params, stages_run, write_images
+
+
+@pytest.fixture
+def folder_project(tmp_path):
+    photos = write_images(tmp_path / "photos", per_class=12)
+    project = make_project(tmp_path / "project")
+    set_params(project, {"ingest": {"source": str(photos)}})
+    return project, photos
+
+
+def ingested_names(project) -> set[str]:
+    return set(pd.read_csv(project / "data/ingested/manifest.csv")["source"])
+
+
+def test_added_removed_and_changed_photos_rerun_ingest_and_an_untouched_source_skips_it(folder_project):
+    project, photos = folder_project
+    assert stages_run(run(["dvc", "repro", "ingest"], project).stdout) == ["source", "ingest"]
+    assert len(ingested_names(project)) == 24
+
+    untouched = run(["dvc", "repro", "ingest"], project).stdout
+    assert stages_run(untouched) == ["source"] and "Stage 'ingest' didn't change" in untouched
+    status = run(["catdog", "status"], project).stdout
+    assert "unchanged since the last run" in status
+
+    (photos / "dog/new.jpg").write_bytes(image_bytes("dog", (50, 44), "JPEG", seed=77))
+    status = run(["catdog", "status"], project).stdout
+    assert "1 added, 0 removed, 0 changed since the last run: the next run ingests them" in status
+    assert "added: dog/new.jpg" in status
+    assert stages_run(run(["dvc", "repro", "ingest"], project).stdout) == ["source", "ingest"]
+    assert "dog/new.jpg" in ingested_names(project)
+
+    (photos / "cat/0.jpg").unlink()
+    (photos / "cat/1.jpg").write_bytes(image_bytes("cat", (60, 30), "JPEG", seed=78))
+    assert stages_run(run(["dvc", "repro", "ingest"], project).stdout) == ["source", "ingest"]
+    names = ingested_names(project)
+    assert "cat/0.jpg" not in names and "cat/1.jpg" in names
+    changes = json.loads((project / "data/cache/source-changes.json").read_text())
+    assert (changes["added"], changes["removed"], changes["changed"]) == (0, 1, 1)
+    assert "unchanged since the last run" in run(["catdog", "status"], project).stdout
+
+
+def test_fewer_changes_than_min_changed_files_wait_for_more(folder_project):
+    project, photos = folder_project
+    set_params(project, {"ingest": {"min_changed_files": 3}})
+    run(["dvc", "repro", "ingest"], project)
+    (photos / "dog/a.jpg").write_bytes(image_bytes("dog", (50, 44), "JPEG", seed=81))
+    waiting = run(["dvc", "repro", "ingest"], project).stdout
+    assert stages_run(waiting) == ["source"] and "fewer than ingest.min_changed_files (3)" in waiting
+    assert "the next run waits for more" in run(["catdog", "status"], project).stdout
+    for seed in (82, 83):
+        (photos / f"cat/new-{seed}.jpg").write_bytes(image_bytes("cat", (50, 44), "JPEG", seed=seed))
+    assert stages_run(run(["dvc", "repro", "ingest"], project).stdout) == ["source", "ingest"]
+    assert {"dog/a.jpg", "cat/new-82.jpg", "cat/new-83.jpg"} <= ingested_names(project)
+
+
+def test_ingest_takes_the_listed_snapshot_and_the_next_run_sees_later_photos(tmp_path):
+    photos = write_images(tmp_path / "photos", per_class=6)
+    params = IngestParams()
+    manifest = tmp_path / "source/manifest.csv"
+    source.run(params, photos, manifest, tmp_path / "cache")
+    (photos / "dog/late.jpg").write_bytes(image_bytes("dog", (50, 44), "JPEG", seed=90))  # lands during ingest
+    (photos / "cat/2.jpg").write_bytes(image_bytes("cat", (70, 44), "JPEG", seed=91))  # rewritten during ingest
+
+    result = ingest.run(params, tmp_path / "ingested", photos, progress=False,
+                        snapshot=source.read_manifest(manifest))
+    assert "dog/late.jpg" not in set(result.manifest["source"])
+    skipped = dict(zip(result.skipped["source"], result.skipped["reason"]))
+    assert skipped == {"cat/2.jpg": "changed after the source was listed (the next run takes it)"}
+
+    second = source.run(params, photos, manifest, tmp_path / "cache")
+    assert (second.changes.added, second.changes.changed) == (["dog/late.jpg"], ["cat/2.jpg"])
+    assert second.hashed == 2, "only the new and the rewritten file are hashed again"
+    result = ingest.run(params, tmp_path / "ingested", photos, progress=False, snapshot=source.read_manifest(manifest))
+    assert {"dog/late.jpg", "cat/2.jpg"} <= set(result.manifest["source"]) and result.skipped.empty
+
+
+def test_a_vanished_source_fails_clearly_and_leaves_outputs_and_registry_untouched(folder_project):
+    project, photos = folder_project
+    run(["dvc", "repro"], project)
+    before = {path: path.read_bytes() for path in [project / "data/ingested/manifest.csv",
+                                                   project / "data/registry/state.json",
+                                                   project / "data/source/manifest.csv"]}
+    shutil.rmtree(photos)
+    failed = run(["dvc", "repro"], project, check=False)
+    assert failed.returncode != 0
+    assert f"ingest.source: no such file or folder {str(photos)!r}" in failed.stderr + failed.stdout
+    assert {path: path.read_bytes() for path in before} == before
