@@ -119,7 +119,7 @@ def cmd_predict(args) -> int:
     from catdog.predict import load_for_prediction, predict_files
     from catdog.registry import Registry
 
-    loaded = load_for_prediction(Registry(_paths(args).registry), args.model)
+    loaded = load_for_prediction(Registry(_paths(args).registry), args.model, args.precision)
     results = predict_files(loaded.model, [Path(p) for p in args.paths], loaded.image_size, loaded.resize,
                             loaded.threshold)
     if args.json:
@@ -244,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="label and p(dog) for image files")
     predict.add_argument("--model", default="production", help="VERSION, 'production', 'latest' or a .keras file")
     predict.add_argument("--json", action="store_true")
+    predict.add_argument("--precision", default="trained", choices=("trained", "auto", "float32", "mixed_bfloat16"),
+                         help="compute in the precision the model was trained in (default), or this one")
     predict.add_argument("paths", nargs="+")
     predict.set_defaults(handler=cmd_predict)
 

@@ -85,6 +85,9 @@ class TrainParams:
     warmup_epochs: tuple[int, ...] = _knob((), min=1, help="epochs at each of warmup_sizes, e.g. [25, 15]")
     warmup_learning_rate: float | None = _knob(None, min=1e-7, max=1.0,
                                                help="Adam's rate in the warm-up epochs (null = learning_rate)")
+    precision: str = _knob("auto", choices=("auto", "float32", "mixed_bfloat16"),
+                           help="auto: mixed_bfloat16 where the CPU (avx512_bf16, amx_bf16) or GPU has native "
+                                "bfloat16, float32 elsewhere")
 
 
 @dataclass(frozen=True)

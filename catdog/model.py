@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import numpy as np
 from keras import layers
@@ -35,29 +37,42 @@ class LayerScaledAdam(keras.optimizers.Adam):
         return {**super().get_config(), "lr_scales": self.lr_scales}
 
 
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Layers built inside compute in this Keras dtype policy ('float32', 'mixed_bfloat16')."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def build_model(image_size: int = 256, learning_rate: float = 0.001, dropout: float = 0.5,
-                flatten_dense_lr_scale: float = 1.0, center_inputs: bool = False) -> keras.Model:
-    # The saved model takes raw 0-255 pixels and scales them itself.
-    scaling = (layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_to_plus_minus_one") if center_inputs
-               else layers.Rescaling(1.0 / 255, name="scale_to_unit"))
-    model = keras.Sequential(
-        [
-            keras.Input(shape=(image_size, image_size, 1), name="grayscale_0_255"),
-            scaling,
-            layers.Conv2D(64, 3, activation="relu", padding="same"),
-            layers.MaxPooling2D(2),
-            layers.Conv2D(128, 3, activation="relu", padding="same"),
-            layers.MaxPooling2D(2),
-            layers.Conv2D(256, 3, activation="relu", padding="same"),
-            layers.MaxPooling2D(2),
-            layers.Flatten(name="flatten"),
-            layers.Dense(128, activation="relu", name="flatten_dense"),
-            layers.Dropout(dropout),
-            layers.Dense(64, activation="relu"),
-            layers.Dense(1, activation="sigmoid", name="p_dog"),
-        ],
-        name="catdog_cnn",
-    )
+                flatten_dense_lr_scale: float = 1.0, center_inputs: bool = False,
+                precision: str = "float32") -> keras.Model:
+    with dtype_policy(precision):
+        # The saved model takes raw 0-255 pixels and scales them itself.
+        scaling = (layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_to_plus_minus_one") if center_inputs
+                   else layers.Rescaling(1.0 / 255, name="scale_to_unit"))
+        model = keras.Sequential(
+            [
+                keras.Input(shape=(image_size, image_size, 1), name="grayscale_0_255"),
+                scaling,
+                layers.Conv2D(64, 3, activation="relu", padding="same"),
+                layers.MaxPooling2D(2),
+                layers.Conv2D(128, 3, activation="relu", padding="same"),
+                layers.MaxPooling2D(2),
+                layers.Conv2D(256, 3, activation="relu", padding="same"),
+                layers.MaxPooling2D(2),
+                layers.Flatten(name="flatten"),
+                layers.Dense(128, activation="relu", name="flatten_dense"),
+                layers.Dropout(dropout),
+                layers.Dense(64, activation="relu"),
+                layers.Dense(1, activation="sigmoid", name="p_dog", dtype="float32"),  # p(dog) in full precision
+            ],
+            name="catdog_cnn",
+        )
     if flatten_dense_lr_scale == 1.0:
         optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
     else:
@@ -96,5 +111,25 @@ def predict_p_dog(model: keras.Model, batches) -> np.ndarray:
 
 
 def load_model(path) -> keras.Model:
-    """Load a saved .keras model with safe mode on: the file cannot run code (no lambdas)."""
+    """Load a saved .keras model with safe mode on: the file cannot run code (no lambdas). It
+    computes in the precision it was trained in (each layer's saved dtype policy)."""
     return keras.saving.load_model(path, safe_mode=True)
+
+
+def precision_of(model: keras.Model) -> str:
+    """The dtype policy of the model's convolutions: 'float32' or 'mixed_bfloat16'."""
+    return next(layer for layer in model.layers if isinstance(layer, layers.Conv2D)).dtype_policy.name
+
+
+def with_precision(model: keras.Model, precision: str) -> keras.Model:
+    """The same model and weights computing in another precision (for prediction); the output stays float32."""
+    if precision_of(model) == precision:
+        return model
+
+    def rebuilt(layer):
+        dtype = "float32" if layer.name == "p_dog" else precision
+        return layer.__class__.from_config({**layer.get_config(), "dtype": dtype})
+
+    clone = keras.models.clone_model(model, clone_function=rebuilt)
+    clone.set_weights(model.get_weights())
+    return clone

@@ -31,19 +31,23 @@ class LoadedModel:
     threshold: float
 
 
-def load_for_prediction(registry, ref: str) -> LoadedModel:
+def load_for_prediction(registry, ref: str, precision: str = "trained") -> LoadedModel:
     """`ref` is a .keras file, 'production', 'latest' or vNNNN; registry versions are checked
-    against their sha256 and use their own run's resize policy and threshold."""
+    against their sha256 and use their own run's resize policy and threshold. The model computes
+    in the precision it was trained in, or in `precision` (float32, mixed_bfloat16, or auto)."""
+    from catdog.model import load_model, with_precision
+    from catdog.precision import resolve
+
     model_file = Path(ref)
     if model_file.suffix == ".keras" and model_file.exists():
-        from catdog.model import load_model
-
-        model = load_model(model_file)
-        return LoadedModel(str(model_file), model, model.input_shape[1], "stretch", 0.5)
-    card = registry.card(ref)
-    model = registry.load_model(card["version"])
-    return LoadedModel(card["version"], model, model.input_shape[1], card["params"]["preprocess"]["resize"],
-                       card["params"]["evaluate"]["threshold"])
+        model, version, resize, threshold = load_model(model_file), str(model_file), "stretch", 0.5
+    else:
+        card = registry.card(ref)
+        model, version = registry.load_model(card["version"]), card["version"]
+        resize, threshold = card["params"]["preprocess"]["resize"], card["params"]["evaluate"]["threshold"]
+    if precision != "trained":
+        model = with_precision(model, resolve(precision)[0])
+    return LoadedModel(version, model, model.input_shape[1], resize, threshold)
 
 
 def label_of(p_dog: float, threshold: float) -> str:

@@ -25,6 +25,8 @@ import pandas as pd
 from catdog.config import TrainParams
 from catdog.files import write_json
 from catdog.model import build_model, carry_weights, load_model
+from catdog.precision import gpu_with_bf16
+from catdog.precision import resolve as resolve_precision
 from catdog.shards import ShardReader
 
 HISTORY_COLUMNS = ["epoch", "image_size", "loss", "accuracy", "val_loss", "val_accuracy"]
@@ -264,12 +266,34 @@ def distribution_strategy(name: str):
 
 def run(params: TrainParams, preprocessed: Path, model_dir: Path, checkpoints: Path, metrics_dir: Path) -> TrainResult:
     strategy = distribution_strategy(params.distribute)
-    meta = json.loads((preprocessed / "meta.json").read_text())
-    image_size = meta["image_size"]
+    precision, why = resolve_precision(params.precision, gpu=gpu_with_bf16())
+    print(f"train: precision {precision} ({why})")
+    image_size = json.loads((preprocessed / "meta.json").read_text())["image_size"]
     keras.utils.set_random_seed(params.seed)
-    train = ShardReader(preprocessed / "train")
-    val = ShardReader(preprocessed / "val")
+    train, val = ShardReader(preprocessed / "train"), ShardReader(preprocessed / "val")
     fingerprint = data_fingerprint(preprocessed)
+    run_dir = checkpoint_folder(params, fingerprint, checkpoints)
+    plan = phases(params, image_size)
+    with strategy.scope():
+        model, resumed = start_or_resume(params, plan[0], precision, run_dir)
+    warmup = "".join(f", {p.last_epoch - p.first_epoch} warm-up epoch(s) at {p.image_size}" for p in plan[:-1])
+    print(f"train: {len(train)} train / {len(val)} val images at {image_size}x{image_size}, "
+          f"{model.count_params():,} parameters at {model.input_shape[1]}, {params.epochs} epoch(s){warmup}, "
+          f"batch {params.batch_size}, {strategy.num_replicas_in_sync} replica(s)")
+
+    started = time.perf_counter()
+    model, throughput, final_callbacks = fit_phases(model, params, plan, precision, strategy, train, val, run_dir,
+                                                    resumed)
+    seconds = time.perf_counter() - started
+    restore_best_epoch(model, final_callbacks)
+    result = save_model(model, params, run_dir, model_dir, metrics_dir, image_size, seconds, throughput, resumed,
+                        {"data_fingerprint": fingerprint, "precision": precision, "precision_reason": why})
+    print(f"train: done in {seconds:.0f} s ({result.images_per_second} img/s at full size) -> {model_dir / 'model.keras'}")
+    return result
+
+
+def checkpoint_folder(params: TrainParams, fingerprint: str, checkpoints: Path) -> Path:
+    """The folder of this run's epoch checkpoints, keyed by the params and the data; others are stale."""
     key = hashlib.sha256(json.dumps({"params": asdict(params), "data": fingerprint},
                                     sort_keys=True).encode()).hexdigest()[:16]
     run_dir = checkpoints / key
@@ -277,34 +301,36 @@ def run(params: TrainParams, preprocessed: Path, model_dir: Path, checkpoints: P
         if stale != run_dir:
             shutil.rmtree(stale, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    history_file = run_dir / "history.csv"
+    return run_dir
+
+
+def start_or_resume(params: TrainParams, first: Phase, precision: str, run_dir: Path) -> tuple[keras.Model, int]:
+    """The model after the last completed epoch of a killed run, or a new one; and that epoch (0: new)."""
     resumed, checkpoint = EpochCheckpoint.latest(run_dir)
-    plan = phases(params, image_size)
-    with strategy.scope():
-        if checkpoint:
-            print(f"train: resuming after epoch {resumed} from {checkpoint}")
-            model = load_model(checkpoint)
-        else:
-            model = _build(params, plan[0])
+    history_file = run_dir / "history.csv"
     if history_file.exists():  # keep only the epochs the checkpoint has; later ones are redone
         _history(history_file).query("epoch <= @resumed").to_csv(history_file, index=False)
-    warmup = "".join(f", {p.last_epoch - p.first_epoch} warm-up epoch(s) at {p.image_size}" for p in plan[:-1])
-    print(f"train: {len(train)} train / {len(val)} val images at {image_size}x{image_size}, "
-          f"{model.count_params():,} parameters at {model.input_shape[1]}, {params.epochs} epoch(s){warmup}, "
-          f"batch {params.batch_size}, {strategy.num_replicas_in_sync} replica(s)")
+    if checkpoint:
+        print(f"train: resuming after epoch {resumed} from {checkpoint}")
+        return load_model(checkpoint), resumed
+    return _build(params, first, precision), 0
 
+
+def fit_phases(model: keras.Model, params: TrainParams, plan: list[Phase], precision: str, strategy,
+               train: ShardReader, val: ShardReader, run_dir: Path, resumed: int):
+    """Each phase's epochs at its image size, the weights carried up between phases; returns the
+    model, the full-size throughput and the callbacks that watched the full-size epochs."""
     epoch_sizes = [p.image_size for p in plan for _ in range(p.first_epoch, p.last_epoch)]
     budget = TimeBudget(params.max_minutes, epoch_sizes) if params.max_minutes else None
     augment = augmentation(params.seed) if params.augment else None
     final_callbacks = optional_callbacks(params, has_validation=len(val) > 0)
     throughput = Throughput(params.batch_size)
-    started = time.perf_counter()
     for phase in plan:
         if resumed >= phase.last_epoch:
             continue
         if model.input_shape[1] != phase.image_size:
             with strategy.scope():
-                model = _grown(model, params, phase)
+                model = _grown(model, params, phase, precision)
         if budget and (budget.exhausted or budget.warmup_over and phase is not plan[-1]):
             print(f"train: no time left for the epochs at {phase.image_size}; the weights are carried over")
             continue
@@ -318,7 +344,7 @@ def run(params: TrainParams, preprocessed: Path, model_dir: Path, checkpoints: P
             initial_epoch=max(phase.first_epoch, resumed),
             class_weight=class_weights(train.labels) if params.class_weight == "balanced" else None,
             callbacks=[
-                HistoryLog(history_file, phase.image_size),
+                HistoryLog(run_dir / "history.csv", phase.image_size),
                 EpochCheckpoint(run_dir),
                 *([throughput] if is_final else []),
                 *([budget] if budget else []),
@@ -326,14 +352,17 @@ def run(params: TrainParams, preprocessed: Path, model_dir: Path, checkpoints: P
             ],
             verbose=1 if sys.stdout.isatty() else 2,
         )
-    seconds = time.perf_counter() - started
-    restore_best_epoch(model, final_callbacks)
+    return model, throughput, final_callbacks
 
+
+def save_model(model: keras.Model, params: TrainParams, run_dir: Path, model_dir: Path, metrics_dir: Path,
+               image_size: int, seconds: float, throughput: Throughput, resumed: int, facts: dict) -> TrainResult:
+    """The model, its history and train.json, each written atomically; the checkpoints are then done with."""
     model_dir.mkdir(parents=True, exist_ok=True)
     tmp = model_dir / f".model-{os.getpid()}.keras"
     model.save(tmp)
     os.replace(tmp, model_dir / "model.keras")
-    history = _history(history_file)
+    history = _history(run_dir / "history.csv")
     metrics_dir.mkdir(parents=True, exist_ok=True)
     history.to_csv(metrics_dir / "train_history.csv", index=False)
     full_size = history[history["image_size"] == image_size]
@@ -346,21 +375,19 @@ def run(params: TrainParams, preprocessed: Path, model_dir: Path, checkpoints: P
         parameters=int(model.count_params()),
         resumed_from_epoch=resumed,
     )
-    write_json(model_dir / "train.json", {**asdict(result), "image_size": image_size,
-                                          "data_fingerprint": fingerprint})
+    write_json(model_dir / "train.json", {**asdict(result), "image_size": image_size, **facts})
     shutil.rmtree(run_dir, ignore_errors=True)
-    print(f"train: done in {seconds:.0f} s ({result.images_per_second} img/s at full size) -> {model_dir / 'model.keras'}")
     return result
 
 
-def _build(params: TrainParams, phase: Phase) -> keras.Model:
+def _build(params: TrainParams, phase: Phase, precision: str) -> keras.Model:
     return build_model(phase.image_size, phase.learning_rate, params.dropout, params.flatten_dense_lr_scale,
-                       params.center_inputs)
+                       params.center_inputs, precision)
 
 
-def _grown(model: keras.Model, params: TrainParams, phase: Phase) -> keras.Model:
+def _grown(model: keras.Model, params: TrainParams, phase: Phase, precision: str) -> keras.Model:
     """The same weights in the model for the phase's larger input, with a fresh Adam at its rate."""
-    grown = _build(params, phase)
+    grown = _build(params, phase, precision)
     carry_weights(model, grown)
     print(f"train: carried the weights from {model.input_shape[1]} to {phase.image_size} pixels")
     return grown

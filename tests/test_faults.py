@@ -56,10 +56,12 @@ def test_killed_training_resumes_from_the_last_completed_epoch(tmp_path):
     assert not list((project / "data/checkpoints").glob("*"))  # cleaned up after success
 
 
-def test_progressive_resizing_resumes_across_phases_and_ends_at_full_size(tmp_path):
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_progressive_resizing_resumes_across_phases_and_ends_at_full_size(tmp_path, precision):
     project = make_project(tmp_path / "project")
     set_params(project, {"preprocess": {"image_size": 64},
-                         "train": {"epochs": 2, "batch_size": 4, "warmup_sizes": [16, 32], "warmup_epochs": [2, 1]}})
+                         "train": {"epochs": 2, "batch_size": 4, "warmup_sizes": [16, 32], "warmup_epochs": [2, 1],
+                                   "precision": precision, "flatten_dense_lr_scale": 0.5}})
     run(["dvc", "repro", "preprocess"], project)
     process = subprocess.Popen([str(BIN / "catdog"), "train"], cwd=project, env=env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -73,6 +75,11 @@ def test_progressive_resizing_resumes_across_phases_and_ends_at_full_size(tmp_pa
     assert history["epoch"].tolist() == [1, 2, 3, 4, 5]
     assert history["image_size"].tolist() == [16, 16, 32, 64, 64]
     assert history["val_accuracy"].notna().all()
+    assert f"train: precision {precision} ({precision} as asked)" in resumed.stdout
+    assert read_json(project / "data/model/train.json")["precision"] == precision
+    from catdog.model import load_model, precision_of
+
+    assert precision_of(load_model(project / "data/model/model.keras")) == precision
     from catdog.model import load_model
 
     model = load_model(project / "data/model/model.keras")
