@@ -24,12 +24,21 @@ import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # the project's own helpers: catdog, and the test project builder
-from tests.conftest import env  # noqa: E402  (PATH with the venv's dvc/catdog, quiet analytics)
+from catdog.workspace import TINY_BUDGET, copy_project, set_params, tool_env as env
+
 SHARED_ZIP = REPO.parent / "shared" / "data" / "dogs-vs-cats-2000.zip"
 RESULTS = REPO / "bench" / "results"
 BIN = Path(sys.executable).parent
 SIZE = 256
+
+
+def cpu() -> dict:
+    """The CPU's model name and its native bfloat16 instructions (none: bf16 would be emulated)."""
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
+                 platform.processor() or platform.machine())
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    return {"model_name": model, "bf16_flags": sorted(flags & {"avx512_bf16", "amx_bf16"})}
 
 
 # ---------------------------------------------------------------- data
@@ -145,6 +154,15 @@ def _step_timer(batch_size: int):
     return StepTimer()
 
 
+def _bfloat16_pairs(product, baseline, pairs: int) -> dict:
+    """catdog in mixed_bfloat16 against the float32 baseline, where the CPU has native bf16 only."""
+    if not cpu()["bf16_flags"]:
+        return {"skipped": "no avx512_bf16 or amx_bf16 on this CPU: bfloat16 would be emulated, and "
+                           "train.precision auto picks float32 here"}
+    mine, base, a, b = paired(product, baseline, pairs)
+    return {"catdog": mine, "baseline": base, "ratio": mine / base, "samples": [a, b]}
+
+
 def bench_train(photo_dir: Path, shards: Path, steps: int, pairs: int) -> dict:
     import keras
 
@@ -155,9 +173,9 @@ def bench_train(photo_dir: Path, shards: Path, steps: int, pairs: int) -> dict:
     batch = 32
     reader = ShardReader(shards / "train")
 
-    def product():
+    def product(precision: str = "float32"):
         keras.utils.set_random_seed(0)
-        model, timer = build_model(SIZE), _step_timer(batch)
+        model, timer = build_model(SIZE, precision=precision), _step_timer(batch)
         model.fit(ShardBatches(reader, batch, shuffle=True), steps_per_epoch=steps, epochs=1, verbose=0,
                   callbacks=[timer])
         return timer.images_per_second()
@@ -173,9 +191,45 @@ def bench_train(photo_dir: Path, shards: Path, steps: int, pairs: int) -> dict:
     mine, base, a, b = paired(product, baseline, pairs)
     ceiling = 178e9 / 15e9  # OpenBLAS sgemm on 2 cores / FLOP per training image (measured, DEVELOPERS.md)
     return {"unit": "img/s", "catdog": mine, "baseline": base, "ratio": mine / base, "samples": [a, b],
+            "bfloat16": _bfloat16_pairs(lambda: product("mixed_bfloat16"), baseline, pairs),
             "share_of_ceiling": mine / ceiling, "steps_timed": steps - 1, "batch_size": batch,
             "baseline_is": "model.fit of the same model fed by image_dataset_from_directory from the JPEGs",
             "catdog_is": "the train stage's ShardBatches over uint8 shards"}
+
+
+def bench_input_wait(shards: Path, steps: int, pairs: int, sizes=(64, 128, 256)) -> dict:
+    """How long the training step waits for its input: the train stage's pipeline (shard reads,
+    downscaling for warm-up sizes, augmentation, one prefetching worker) against the same batches
+    already in memory, at each size. wait share = 1 - pipeline speed / in-memory speed."""
+    import keras
+
+    from catdog.model import build_model
+    from catdog.shards import ShardReader
+    from catdog.train import ShardBatches, augmentation
+
+    reader, batch, results = ShardReader(shards / "train"), 32, {}
+    for size in sizes:
+        pipeline = ShardBatches(reader, batch, shuffle=True, augment=augmentation(0), image_size=size)
+        images, labels = map(np.concatenate, zip(*(pipeline[i] for i in range(min(steps, len(pipeline))))))
+
+        def timed(fit) -> float:
+            keras.utils.set_random_seed(0)
+            model = build_model(size)
+            fit(model, 1)  # the first step traces the graph
+            start = time.perf_counter()
+            fit(model, steps)
+            return steps * batch / (time.perf_counter() - start)
+
+        def with_pipeline():
+            return timed(lambda model, n: model.fit(pipeline, steps_per_epoch=n, epochs=1, verbose=0))
+
+        def from_memory():
+            return timed(lambda model, n: model.fit(images, labels, batch_size=batch, steps_per_epoch=n, epochs=1,
+                                                    verbose=0, shuffle=False))
+
+        mine, base, a, b = paired(with_pipeline, from_memory, pairs)
+        results[size] = {"pipeline": mine, "in_memory": base, "wait_share": 1 - mine / base, "samples": [a, b]}
+    return {"unit": "img/s", "sizes": results, "target": "wait share < 5% at every size"}
 
 
 def bench_predict(photo_dir: Path, count: int, pairs: int) -> dict:
@@ -209,7 +263,20 @@ def bench_predict(photo_dir: Path, count: int, pairs: int) -> dict:
     product()  # warm up both graphs
     baseline()
     mine, base, a, b = paired(product, baseline, pairs)
+
+    def product_bfloat16():
+        start = time.perf_counter()
+        predict_files(bf16_model, files, SIZE)
+        return len(files) / (time.perf_counter() - start)
+
+    bf16_model = None
+    if cpu()["bf16_flags"]:
+        from catdog.model import with_precision
+
+        bf16_model = with_precision(model, "mixed_bfloat16")
+        product_bfloat16()  # warm up
     return {"unit": "img/s", "catdog": mine, "baseline": base, "ratio": mine / base, "samples": [a, b],
+            "bfloat16": _bfloat16_pairs(product_bfloat16, baseline, pairs),
             "baseline_is": "image_dataset_from_directory + model.predict", "catdog_is": "catdog.predict.predict_files"}
 
 
@@ -217,11 +284,10 @@ def bench_predict(photo_dir: Path, count: int, pairs: int) -> dict:
 
 
 def _project(work: Path, changes: dict) -> Path:
-    from tests.conftest import make_project, set_params
-
     if work.exists():
         shutil.rmtree(work)  # a previous bench run's project
-    project = make_project(work)
+    project = copy_project(work)
+    set_params(project, TINY_BUDGET)
     set_params(project, changes)
     return project
 
@@ -274,65 +340,130 @@ def profile_step() -> dict:
     return profiles
 
 
+PARTS = ("preprocess", "train", "input-wait", "predict", "serve", "noop", "big-folder", "memory", "profile")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer images and pairs (a smoke run)")
+    parser.add_argument("--only", nargs="+", choices=PARTS, default=PARTS, help="measure only these parts")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    quick = args.quick
+    quick, parts = args.quick, set(args.only)
     work = RESULTS / "work"
     work.mkdir(parents=True, exist_ok=True)
     photo_dir, data_note = photos(work / "photos", 260 if quick else 400)
-    all_photos, _ = photos(work / "photos-preprocess", 400 if quick else 2000)
-    files = sorted(all_photos.rglob("*.jpg"))
 
+    started = time.perf_counter()
+    results = {"machine": {"cpus": os.cpu_count(), **cpu(),
+                           "python": platform.python_version(), "load_average_at_start": os.getloadavg()},
+               "data": data_note}
+    machine = results["machine"]
+    print(f"cpu: {machine['model_name']}, {machine['cpus']} cores, native bf16: "
+          f"{', '.join(machine['bf16_flags']) or 'none (bfloat16 would be emulated)'}", flush=True)
+    print(f"data: {data_note}", flush=True)
+    if "preprocess" in parts:
+        all_photos, _ = photos(work / "photos-preprocess", 400 if quick else 2000)
+        results["preprocess"] = bench_preprocess(sorted(all_photos.rglob("*.jpg")), pairs=3)
+        pre = results["preprocess"]
+        print(f"preprocess: {pre['ratio']:.2f}x (one process {pre['per_image_ratio']:.2f}x; the plain loop on two "
+              f"processes {pre['two_process_scaling_of_baseline']:.2f}x its one-process speed)", flush=True)
+    if "train" in parts or "input-wait" in parts:
+        _shards(work, photo_dir)
+    if "train" in parts:
+        results["train"] = bench_train(photo_dir, work / "shards", steps=3 if quick else 5, pairs=2 if quick else 3)
+        print(f"train: {results['train']['ratio']:.2f}x", flush=True)
+    if "input-wait" in parts:
+        results["input_wait"] = bench_input_wait(work / "shards", steps=4 if quick else 6, pairs=2)
+        print("input wait share: " + ", ".join(f"{size} px {r['wait_share']:+.1%}"
+                                               for size, r in results["input_wait"]["sizes"].items()), flush=True)
+    if "predict" in parts:
+        results["predict"] = bench_predict(photo_dir, 64 if quick else 128, pairs=3)
+        print(f"predict: {results['predict']['ratio']:.2f}x", flush=True)
+    if "serve" in parts:
+        from serve_load import bench_serve
+
+        results["serve"] = bench_serve(photo_dir, work, SIZE, requests=200 if quick else 2000, pairs=2)
+        print(f"serve: {results['serve']['ratio']:.2f}x", flush=True)
+    if "noop" in parts:
+        results["noop_dvc_repro"] = bench_noop_repro(work, runs=3)
+    if "big-folder" in parts:
+        from continuous import bench_noop_on_big_folder
+
+        results["big_folder"] = bench_noop_on_big_folder(work, 10_000 if quick else 100_000)
+        print(f"big folder: no-op dvc repro {results['big_folder']['dvc_repro']:.1f} s", flush=True)
+    if "memory" in parts:
+        results["train_memory"] = bench_train_memory(work, photo_dir, 64 if quick else 96)
+    if "profile" in parts:
+        results["step_profile"] = profile_step()
+    results["seconds"] = time.perf_counter() - started
+    machine["load_average_at_end"] = os.getloadavg()
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "bench.json").write_text(json.dumps(results, indent=2))
+    print_table(results)
+
+
+def _shards(work: Path, photo_dir: Path) -> None:
     from catdog import preprocess, validate
     from catdog.config import IngestParams, PreprocessParams, ValidateParams
     from catdog.ingest import run as ingest_run
 
-    started = time.perf_counter()
-    results = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                           "python": platform.python_version(), "load_average_at_start": os.getloadavg()},
-               "data": data_note}
-    print(f"data: {data_note}", flush=True)
-    results["preprocess"] = bench_preprocess(files, pairs=3)
-    pre = results["preprocess"]
-    print(f"preprocess: {pre['ratio']:.2f}x (one process {pre['per_image_ratio']:.2f}x; the plain loop on two "
-          f"processes {pre['two_process_scaling_of_baseline']:.2f}x its one-process speed)", flush=True)
-
     ingest_run(IngestParams(), work / "ingested", photo_dir, progress=False)
-    validate.run(ValidateParams(min_side=32), work / "ingested", work / "validated", work / "validate.json", progress=False)
+    validate.run(ValidateParams(min_side=32), work / "ingested", work / "validated", work / "validate.json",
+                 progress=False)
     preprocess.run(PreprocessParams(image_size=SIZE, test_fraction=0.05, val_fraction=0.0), work / "validated",
                    work / "ingested", work / "shards", progress=False)
-    results["train"] = bench_train(photo_dir, work / "shards", steps=3 if quick else 5, pairs=2 if quick else 3)
-    print(f"train: {results['train']['ratio']:.2f}x", flush=True)
-    results["predict"] = bench_predict(photo_dir, 64 if quick else 128, pairs=3)
-    print(f"predict: {results['predict']['ratio']:.2f}x", flush=True)
-    results["noop_dvc_repro"] = bench_noop_repro(work, runs=3)
-    results["train_memory"] = bench_train_memory(work, photo_dir, 64 if quick else 96)
-    results["step_profile"] = profile_step()
-    results["seconds"] = time.perf_counter() - started
-    results["machine"]["load_average_at_end"] = os.getloadavg()
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench.json").write_text(json.dumps(results, indent=2))
+
+def print_table(results: dict) -> None:
+    machine = results["machine"]
+    print(f"\ncpu: {machine['model_name']}; native bf16: {', '.join(machine['bf16_flags']) or 'none'}")
     print("\n| measurement | catdog | baseline | ratio | target |")
     print("|---|---:|---:|---:|---|")
-    for key, target in (("train", ">= 1.5x"), ("predict", ">= 1.5x"), ("preprocess", ">= 3x")):
-        r = results[key]
-        print(f"| {key} (img/s, median) | {r['catdog']:.2f} | {r['baseline']:.2f} | {r['ratio']:.2f}x | {target} |")
-    noop = results["noop_dvc_repro"]
-    print(f"| no-op dvc repro (s) | {noop['catdog']:.2f} | | | <= 3 s |")
-    mem = results["train_memory"]
-    print(f"| train peak RSS, {mem['N_images']} vs {4 * mem['N_images']} images (MB) | {mem['N']:.0f} -> "
-          f"{mem['4N']:.0f} | | {mem['growth']:+.1%} | within 10% |")
-    print(f"\npreprocessing: one catdog process {pre['per_image_ratio']:.2f}x the plain loop; the plain loop "
-          f"itself gains {pre['two_process_scaling_of_baseline']:.2f}x from a second process")
-    for name, profile in results["step_profile"].items():
+    for key, target in (("train", ">= 1.5x"), ("predict", ">= 1.5x"), ("preprocess", ">= 3x"),
+                        ("serve", ">= 0.8x")):
+        if key in results:
+            r = results[key]
+            print(f"| {key} (img/s, median) | {r['catdog']:.2f} | {r['baseline']:.2f} | {r['ratio']:.2f}x | {target} |")
+            bf16, bf16_target = r.get("bfloat16"), {"train": ">= 1.8x", "predict": ">= 3x"}.get(key)
+            if bf16 and "skipped" in bf16:
+                print(f"| {key} in mixed_bfloat16 vs the float32 baseline | {bf16['skipped']} | | | {bf16_target} |")
+            elif bf16:
+                print(f"| {key} in mixed_bfloat16 vs the float32 baseline | {bf16['catdog']:.2f} | "
+                      f"{bf16['baseline']:.2f} | {bf16['ratio']:.2f}x | {bf16_target} |")
+    if "serve" in results:
+        s = results["serve"]
+        print(f"| serve: {s['requests']} requests, {s['clients']} clients: p50 / p99 latency (ms) | "
+              f"{s['p50_ms']:.0f} / {s['p99_ms']:.0f} | | | |")
+        print(f"| serve: errors; server RSS start -> end (MB) | {s['errors']}; {s['rss_start_mb']:.0f} -> "
+              f"{s['rss_end_mb']:.0f} | | {s['rss_growth']:+.1%} | none; within 10% |")
+        w = s["switching"]
+        print(f"| serve while production switches twice: requests, errors, versions | {w['requests']}, "
+              f"{w['errors']}, {' -> '.join(w['versions_in_order'])} | | | no errors |")
+    for size, r in results.get("input_wait", {}).get("sizes", {}).items():
+        print(f"| training input at {size} px, augmented: pipeline vs in memory (img/s) | {r['pipeline']:.2f} | "
+              f"{r['in_memory']:.2f} | wait {r['wait_share']:+.1%} | < 5% |")
+    if "noop_dvc_repro" in results:
+        print(f"| no-op dvc repro (s) | {results['noop_dvc_repro']['catdog']:.2f} | | | <= 3 s |")
+    if "big_folder" in results:
+        big = results["big_folder"]
+        print(f"| no-op on a folder of {big['files']:,} images: dvc status / dvc repro / catdog status (s) | "
+              f"{big['dvc_status']:.2f} / {big['dvc_repro']:.2f} / {big['catdog_status']:.2f} | | | each <= 10 s |")
+    if "train_memory" in results:
+        mem = results["train_memory"]
+        print(f"| train peak RSS, {mem['N_images']} vs {4 * mem['N_images']} images (MB) | {mem['N']:.0f} -> "
+              f"{mem['4N']:.0f} | | {mem['growth']:+.1%} | within 10% |")
+    if "preprocess" in results:
+        pre = results["preprocess"]
+        print(f"\npreprocessing: one catdog process {pre['per_image_ratio']:.2f}x the plain loop; the plain loop "
+              f"itself gains {pre['two_process_scaling_of_baseline']:.2f}x from a second process")
+    for name, profile in results.get("step_profile", {}).items():
         print(f"step profile ({name}): {profile['ms_per_image']:.0f} ms/image in the ops above "
               f"({profile['images_per_second_ops_only']:.1f} img/s), numpy sgemm {profile['sgemm_gflops']:.0f} GFLOP/s")
-    print(f"training at {results['train']['share_of_ceiling']:.0%} of the ~12 img/s ceiling; "
-          f"load average {results['machine']['load_average_at_start']} -> {results['machine']['load_average_at_end']}")
+    if "train" in results:
+        print(f"training at {results['train']['share_of_ceiling']:.0%} of the ~12 img/s ceiling")
+    print(f"load average {machine['load_average_at_start']} -> {machine['load_average_at_end']}")
     print(f"results: {RESULTS / 'bench.json'} ({results['seconds']:.0f} s)")
 
 

@@ -4,30 +4,20 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-SHARED_ZIP = REPO.parent / "shared" / "data" / "dogs-vs-cats-2000.zip"
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "catdog", "tasks", "flows", "deployments", ".gitignore"]
+from catdog.workspace import (  # noqa: F401 (re-exported to the tests)
+    BIN, REPO, TINY_BUDGET, copy_project, set_params, tool_env as env)
 
-# A budget that exercises every stage in seconds: 32x32 inputs, 20 images per class, 1 epoch.
-TINY = {
-    "ingest": {"max_per_class": 20},
-    "validate": {"workers": 1},
-    "preprocess": {"image_size": 32, "workers": 1, "val_fraction": 0.2, "test_fraction": 0.25},
-    "train": {"epochs": 1, "batch_size": 8},
-    "register": {"min_accuracy": 0.0},
-}
+SHARED_ZIP = REPO.parent / "shared" / "data" / "dogs-vs-cats-2000.zip"
+
+TINY = TINY_BUDGET
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -38,12 +28,6 @@ os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("PREFECT_PROFILE", None)
 
 
-def env() -> dict:
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            "GX_ANALYTICS_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "2",
-            "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1"}
-
-
 def run(args: list[str], cwd: Path, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
     result = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
@@ -52,28 +36,8 @@ def run(args: list[str], cwd: Path, check: bool = True, timeout: float = 900) ->
     return result
 
 
-def set_params(project: Path, changes: dict) -> None:
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    for section, values in changes.items():
-        params.setdefault(section, {}).update(values)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 def make_project(target: Path, *, git: bool = False, tiny: bool = True) -> Path:
-    target.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif source.exists():
-            shutil.copy2(source, target / name)
-    if git:
-        run(["git", "init", "-q"], target)
-        run(["git", "config", "user.email", "test@catdog.local"], target)
-        run(["git", "config", "user.name", "catdog test"], target)
-        run(["dvc", "init", "-q"], target)
-    else:
-        run(["dvc", "init", "-q", "--no-scm"], target)
+    copy_project(target, git=git)
     if tiny:
         set_params(target, TINY)
     return target

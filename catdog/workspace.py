@@ -1,0 +1,65 @@
+"""A working copy of this project in another folder, run with the real `dvc` and `catdog`.
+
+Benchmarks and tests build throw-away projects this way: the pipeline's own files copied,
+`dvc init`, and an environment whose PATH finds this interpreter's dvc, catdog and prefect.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+# Every stage in seconds: 32x32 inputs, 20 images per class, one epoch, any model registered.
+TINY_BUDGET = {
+    "ingest": {"max_per_class": 20},
+    "validate": {"workers": 1},
+    "preprocess": {"image_size": 32, "workers": 1, "val_fraction": 0.2, "test_fraction": 0.25},
+    "train": {"epochs": 1, "batch_size": 8},
+    "register": {"min_accuracy": 0.0},
+}
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "catdog", "tasks", "flows", "deployments", ".gitignore"]
+
+
+def tool_env() -> dict:
+    """This environment, with this interpreter's tools first on PATH and analytics off."""
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "GX_ANALYTICS_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "2",
+            "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1"}
+
+
+def set_params(project: Path, changes: dict) -> None:
+    """Merge {section: {key: value}} into the project's params.yaml."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    for section, values in changes.items():
+        params.setdefault(section, {}).update(values)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def copy_project(target: Path, *, git: bool = False) -> Path:
+    """The pipeline's files in `target`, DVC initialised (with git, or with `--no-scm`)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif source.exists():
+            shutil.copy2(source, target / name)
+
+    def quietly(*args: str) -> None:
+        subprocess.run(args, cwd=target, env=tool_env(), check=True, capture_output=True)
+
+    if git:
+        quietly("git", "init", "-q")
+        quietly("git", "config", "user.email", "test@catdog.local")
+        quietly("git", "config", "user.name", "catdog test")
+        quietly(str(BIN / "dvc"), "init", "-q")
+    else:
+        quietly(str(BIN / "dvc"), "init", "-q", "--no-scm")
+    return target
