@@ -23,6 +23,7 @@ import tarfile
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -52,6 +53,10 @@ class Entry:
     name: str
     data: bytes | None = None
     refused: str | None = None
+
+    @cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -158,11 +163,11 @@ def folder_entries(folder: Path, params: IngestParams, snapshot: pd.DataFrame | 
         elif path.stat().st_size > params.max_file_bytes:
             yield Entry(name, refused=f"larger than ingest.max_file_bytes ({params.max_file_bytes:,})")
         else:
-            data = path.read_bytes()
-            if name in listed and listed[name] != hashlib.sha256(data).hexdigest():
+            entry = Entry(name, path.read_bytes())
+            if name in listed and listed[name] != entry.sha256:
                 yield Entry(name, refused="changed after the source was listed (the next run takes it)")
             else:
-                yield Entry(name, data)
+                yield entry
 
 
 class _ArchiveBudget:
@@ -279,7 +284,7 @@ def run(params: IngestParams, out_dir: Path, source: Path | None, progress: bool
             target = tmp / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(entry.data)
-            rows.append({"path": relative, "label": label, "sha256": hashlib.sha256(entry.data).hexdigest(),
+            rows.append({"path": relative, "label": label, "sha256": entry.sha256,
                          "bytes": len(entry.data), "source": entry.name})
         manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
         manifest, capped = cap_per_class(manifest, params.max_per_class)
