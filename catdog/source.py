@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
+from stat import S_ISREG
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,13 +62,25 @@ class Changes:
 # ---------------------------------------------------------------- listing
 
 
+def walk_entries(folder: Path, prefix: str = "") -> Iterator[tuple[str, os.DirEntry]]:
+    """(relative POSIX name, directory entry) of every file below `folder`, in os.walk's top-down
+    order with sorted names: a folder's files, then its sub-folders (links to folders not followed)."""
+    with os.scandir(folder) as scan:
+        entries = sorted(scan, key=lambda entry: entry.name)
+    folders = []
+    for entry in entries:
+        if entry.is_dir():
+            if not entry.is_symlink():
+                folders.append(entry)
+        else:
+            yield prefix + entry.name, entry
+    for entry in folders:
+        yield from walk_entries(Path(entry.path), f"{prefix}{entry.name}/")
+
+
 def walk_files(folder: Path) -> Iterator[tuple[str, Path]]:
-    """(relative POSIX name, path) of every file below `folder`: folders and names in sorted order."""
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        for filename in sorted(filenames):
-            path = Path(dirpath) / filename
-            yield path.relative_to(folder).as_posix(), path
+    """(relative POSIX name, path) of every file below `folder` (see walk_entries)."""
+    return ((name, Path(entry.path)) for name, entry in walk_entries(folder))
 
 
 def _sha256(path: Path) -> str:
@@ -105,9 +118,10 @@ class StatCache:
                                    for name, (k, digest) in self.seen.items()))
 
 
-def _row(name: str, path: Path, cache: StatCache, max_bytes: int) -> tuple[str, int, str]:
-    stat = path.stat()
-    if not path.is_file() or stat.st_size > max_bytes:
+def _row(name: str, path: Path, cache: StatCache, max_bytes: int, stat: os.stat_result | None = None
+         ) -> tuple[str, int, str]:
+    stat = stat or path.stat()
+    if not S_ISREG(stat.st_mode) or stat.st_size > max_bytes:
         return name, stat.st_size, NOT_HASHED
     return name, stat.st_size, cache.sha256(name, path, stat)
 
@@ -121,11 +135,12 @@ def list_source(source: Path | None, params: IngestParams, cache: StatCache) -> 
         rows = [_row(f"{EMBEDDED_SOURCE}/{path.name}", path, cache, 2**63) for path in sorted(folder.glob("*.gz"))]
     elif source.is_dir():
         rows = []
-        for name, path in walk_files(source):
+        for name, entry in walk_entries(source):
             try:
-                rows.append(_row(name, path, cache, params.max_file_bytes))
+                stat = entry.stat()  # one system call per file: the entry knows its type already
             except FileNotFoundError:  # removed while we listed (or a dangling link): not in this snapshot
                 continue
+            rows.append(_row(name, Path(entry.path), cache, params.max_file_bytes, stat))
     elif source.is_file():
         rows = [_row(source.name, source, cache, 2**63)]
     elif not source.exists():
