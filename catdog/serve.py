@@ -255,7 +255,6 @@ def create_app(registry: Registry, params: ServeParams, *, max_pixels: int, toke
         batcher.close()
 
     app = FastAPI(title="catdog", description="cat or dog, from the registry's production model", lifespan=lifespan)
-    app.state.holder, app.state.batcher, app.state.metrics = holder, batcher, metrics
 
     @app.middleware("http")
     async def guard_and_count(request: Request, call_next):

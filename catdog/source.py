@@ -12,7 +12,6 @@ index does. The manifest is also ingest's snapshot: ingest takes exactly the fil
 
 from __future__ import annotations
 
-import hashlib
 import os
 import zipfile
 from stat import S_ISREG
@@ -24,7 +23,7 @@ import pandas as pd
 
 from catdog.config import EMBEDDED_SOURCE, IngestParams
 from catdog.errors import CatdogError
-from catdog.files import atomic_path, write_json
+from catdog.files import atomic_path, sha256_file, write_json
 
 MANIFEST_COLUMNS = ["path", "bytes", "sha256"]
 NOT_HASHED = ""  # sha256 of an entry ingest will refuse anyway (not a regular file, too large)
@@ -83,14 +82,6 @@ def walk_files(folder: Path) -> Iterator[tuple[str, Path]]:
     return ((name, Path(entry.path)) for name, entry in walk_entries(folder))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class StatCache:
     """sha256 by (path, inode, mtime, size): a file untouched since it was hashed is not read again."""
 
@@ -107,7 +98,7 @@ class StatCache:
         cached = self.entries.get(name)
         digest = cached[1] if cached and cached[0] == key else None
         if digest is None:
-            digest, self.hashed = _sha256(path), self.hashed + 1
+            digest, self.hashed = sha256_file(path), self.hashed + 1
         self.seen[name] = (key, digest)
         return digest
 
