@@ -8,9 +8,11 @@ must stay within 10 s on this machine: the source stage lists the folder and has
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -69,3 +71,95 @@ def bench_noop_on_big_folder(work: Path, count: int, runs: int = 3) -> dict:
             "catdog_status": statistics.median(plain), "samples": {"dvc_status": status, "dvc_repro": repro,
                                                                    "catdog_status": plain},
             "target": "each <= 10 s"}
+
+
+# ---------------------------------------------------------------- incremental vs full
+
+
+STAGE_DATA = ["data/source", "data/cache", "data/ingested", "data/validated", "data/preprocessed"]
+
+
+def stage_work_seconds(project: Path) -> dict:
+    """source, ingest, validate and preprocess run in this process (imports done first, so only the
+    stages' own work is timed), as `dvc repro` would run them; seconds per stage."""
+    from catdog import ingest, preprocess, source, validate
+    from catdog.config import load_params
+    from catdog.paths import project as project_paths
+    from catdog.reuse import FileStore
+
+    import great_expectations  # noqa: F401  (imported before the clock starts)
+
+    params, paths = load_params(project / "params.yaml"), project_paths(project)
+    seconds = {}
+
+    def timed(name, work):
+        start = time.perf_counter()
+        work()
+        seconds[name] = time.perf_counter() - start
+
+    timed("source", lambda: source.run(params.ingest, params.source_path(paths.root), paths.source_manifest,
+                                       paths.cache))
+    timed("ingest", lambda: ingest.run(params.ingest, paths.ingested, params.source_path(paths.root), False,
+                                       source.read_manifest(paths.source_manifest), source.hashed_files(paths.cache),
+                                       FileStore(paths.cache / "ingested-files")))
+    timed("validate", lambda: validate.run(params.validate, paths.ingested, paths.validated,
+                                           paths.metrics / "validate.json", False, paths.cache))
+    timed("preprocess", lambda: preprocess.run(params.preprocess, paths.validated, paths.ingested,
+                                               paths.preprocessed, False, paths.cache))
+    return seconds
+
+
+def bench_incremental(work: Path, photo_dir: Path, added: int = 20, pairs: int = 2) -> dict:
+    """The first three stages (and source) on all photos from scratch vs after `added` new photos,
+    in alternating pairs: in-process stage work, and the whole `dvc repro preprocess`."""
+    project = work / "incremental"
+    shutil.rmtree(project, ignore_errors=True)
+    copy_project(project)
+    set_params(project, {"ingest": {"source": str(photo_dir), "max_per_class": None}, "validate": {"min_side": 32}})
+    every = sorted(photo_dir.rglob("*.jpg"))
+    newest = every[::len(every) // added][:added]
+    aside = work / "incremental-new"
+    shutil.rmtree(aside, ignore_errors=True)
+
+    def hold_back():
+        for path in newest:
+            target = aside / path.relative_to(photo_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            path.rename(target)
+
+    def add():
+        for path in newest:
+            (aside / path.relative_to(photo_dir)).rename(path)
+
+    def work_seconds() -> dict:
+        out = subprocess.run([sys.executable, __file__, "--stage-work", str(project)], env=tool_env(), check=True,
+                             capture_output=True, text=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
+    def run_seconds(measure: str) -> float:
+        if measure == "work":
+            return sum(work_seconds().values())
+        return _seconds([str(BIN / "dvc"), "repro", "-q", "--no-run-cache", "preprocess"], project)[0]
+
+    rows = {"work": {"full": [], "incremental": []}, "dvc_repro": {"full": [], "incremental": []}}
+    try:
+        for _ in range(pairs):
+            for measure in rows:
+                for folder in STAGE_DATA:
+                    shutil.rmtree(project / folder, ignore_errors=True)
+                hold_back()
+                rows[measure]["full"].append(run_seconds(measure))
+                add()
+                rows[measure]["incremental"].append(run_seconds(measure))
+    finally:
+        if aside.exists() and any(aside.rglob("*.jpg")):
+            add()
+    result = {"unit": "s", "photos": len(list(photo_dir.rglob("*.jpg"))), "added": added, "samples": rows}
+    for measure, kinds in rows.items():
+        full, incremental = statistics.median(kinds["full"]), statistics.median(kinds["incremental"])
+        result[measure] = {"full": full, "incremental": incremental, "speedup": full / incremental}
+    return result
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--stage-work"]:
+    print(json.dumps(stage_work_seconds(Path(sys.argv[2]))))

@@ -352,7 +352,8 @@ def profile_step() -> dict:
     return profiles
 
 
-PARTS = ("preprocess", "train", "input-wait", "predict", "serve", "noop", "big-folder", "memory", "profile")
+PARTS = ("preprocess", "incremental", "train", "input-wait", "predict", "serve", "noop", "big-folder", "memory",
+         "profile")
 
 
 def main() -> None:
@@ -380,6 +381,14 @@ def main() -> None:
         pre = results["preprocess"]
         print(f"preprocess: {pre['ratio']:.2f}x (one process {pre['per_image_ratio']:.2f}x; the plain loop on two "
               f"processes {pre['two_process_scaling_of_baseline']:.2f}x its one-process speed)", flush=True)
+    if "incremental" in parts:
+        from continuous import bench_incremental
+
+        all_photos, _ = photos(work / "photos-incremental", 400 if quick else 2000)
+        results["incremental"] = bench_incremental(work, all_photos, added=20, pairs=1 if quick else 2)
+        inc = results["incremental"]
+        print(f"incremental: stage work {inc['work']['speedup']:.1f}x, dvc repro {inc['dvc_repro']['speedup']:.1f}x",
+              flush=True)
     if "train" in parts or "input-wait" in parts:
         _shards(work, photo_dir)
     if "train" in parts:
@@ -456,6 +465,13 @@ def print_table(results: dict) -> None:
     for size, r in results.get("input_wait", {}).get("sizes", {}).items():
         print(f"| training input at {size} px, augmented: pipeline vs in memory (img/s) | {r['pipeline']:.2f} | "
               f"{r['in_memory']:.2f} | wait {r['wait_share']:+.1%} | < 5% |")
+    if "incremental" in results:
+        inc = results["incremental"]
+        for measure, label in (("work", "stage work in one process"), ("dvc_repro", "`dvc repro preprocess`")):
+            r = inc[measure]
+            print(f"| source+ingest+validate+preprocess, {inc['photos'] - inc['added']:,} photos + {inc['added']} new: "
+                  f"{label}, incremental vs from scratch (s) | {r['incremental']:.2f} | {r['full']:.2f} | "
+                  f"{r['speedup']:.1f}x | >= 10x |")
     if "noop_dvc_repro" in results:
         print(f"| no-op dvc repro (s) | {results['noop_dvc_repro']['catdog']:.2f} | | | <= 3 s |")
     if "big_folder" in results:

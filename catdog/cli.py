@@ -40,25 +40,30 @@ def cmd_source(args) -> None:
 def cmd_ingest(args) -> None:
     params, paths = _params(args), _paths(args)  # params first: a bad key fails before slow imports
     from catdog import ingest
-    from catdog.source import read_manifest
+    from catdog.reuse import FileStore
+    from catdog.source import hashed_files, read_manifest
 
     ingest.run(params.ingest, paths.ingested, params.source_path(paths.root), progress=not args.quiet,
-               snapshot=read_manifest(paths.source_manifest))
+               snapshot=read_manifest(paths.source_manifest), hashed=hashed_files(paths.cache),
+               store=FileStore(paths.cache / "ingested-files"))
 
 
 def cmd_validate(args) -> None:
     params, paths = _params(args), _paths(args)
     from catdog import validate
+    from catdog.drift import production_data
+    from catdog.registry import Registry
 
     validate.run(params.validate, paths.ingested, paths.validated, paths.metrics / "validate.json",
-                 progress=not args.quiet)
+                 progress=not args.quiet, cache_dir=paths.cache, production=production_data(Registry(paths.registry)))
 
 
 def cmd_preprocess(args) -> None:
     params, paths = _params(args), _paths(args)
     from catdog import preprocess
 
-    preprocess.run(params.preprocess, paths.validated, paths.ingested, paths.preprocessed, progress=not args.quiet)
+    preprocess.run(params.preprocess, paths.validated, paths.ingested, paths.preprocessed, progress=not args.quiet,
+                   cache_dir=paths.cache)
 
 
 def cmd_train(args) -> None:
@@ -80,7 +85,8 @@ def cmd_register(args) -> None:
     from catdog import register
     from catdog.registry import Registry
 
-    register.run(params, paths.root, paths.model_dir, paths.metrics, paths.ingested, Registry(paths.registry))
+    register.run(params, paths.root, paths.model_dir, paths.metrics, paths.ingested, Registry(paths.registry),
+                 paths.validated)
 
 
 def cmd_status(args) -> None:

@@ -47,6 +47,8 @@ class ValidateParams:
     min_class_share: float = _knob(0.2, min=0.0, max=0.5, help="each class must be at least this share")
     min_images: int = _knob(10, min=2, help="fewest accepted images to go on with")
     workers: int = _knob(2, min=1, max=64, help="processes that decode images")
+    drift_max_kl: float = _knob(0.2, min=0.0, help="KL divergence from production's data above which a property drifted")
+    fail_on_drift: bool = _knob(False, help="fail validation on drift (by default drift is a warning)")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, ImageStat
 
 RESIZE_POLICIES = ("stretch", "pad", "crop")
 _SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -40,6 +40,8 @@ class ImageFacts:
     width: int | None
     height: int | None
     error: str | None = None
+    brightness: float | None = None  # mean and standard deviation of the grayscale pixels, 0-255
+    contrast: float | None = None
 
 
 def open_image(source: Path | str | bytes, *, max_pixels: int, min_side: int = 1) -> Image.Image:
@@ -75,11 +77,11 @@ def inspect(path: Path, *, max_pixels: int, min_side: int) -> ImageFacts:
     try:
         image = open_image(path, max_pixels=max_pixels, min_side=1)
         facts = ImageFacts(image.format, image.mode, image.width, image.height)
-        decode(image)
+        gray = ImageStat.Stat(to_grayscale(decode(image)))
         if min(image.size) < min_side:
             return replace(facts, error=f"too small: {image.width}x{image.height}, "
                                         f"the smallest side must be at least {min_side}")
-        return facts
+        return replace(facts, brightness=round(gray.mean[0], 2), contrast=round(gray.stddev[0], 2))
     except ImageError as error:
         if image is None:
             return ImageFacts(None, None, None, None, str(error))

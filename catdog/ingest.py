@@ -33,6 +33,7 @@ from PIL import Image
 from catdog.config import EMBEDDED_SOURCE, IngestParams
 from catdog.errors import CatdogError
 from catdog.files import atomic_dir
+from catdog.reuse import FileStore
 
 ANIMAL_MNIST_LABELS = {2: "cat", 4: "dog"}  # checked by looking at the images
 _CLASS_NAMES = {"cat": "cat", "cats": "cat", "dog": "dog", "dogs": "dog"}
@@ -48,15 +49,25 @@ class IngestError(CatdogError):
 
 @dataclass(frozen=True)
 class Entry:
-    """One file of the source: where it came from and its bytes (None when refused)."""
+    """One file of the source: where it came from and its bytes (None when refused, or when its
+    content is `known`: a folder file whose stat says it holds what the source stage listed)."""
 
     name: str
     data: bytes | None = None
     refused: str | None = None
+    known: str | None = None
 
     @cached_property
     def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
+        return self.known or hashlib.sha256(self.data).hexdigest()
+
+
+def stat_key(path: Path) -> tuple[int, int, int] | None:
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return info.st_ino, info.st_mtime_ns, info.st_size
 
 
 @dataclass(frozen=True)
@@ -146,9 +157,11 @@ def embedded_entries() -> Iterator[Entry]:
         yield Entry(f"{label}/animal-mnist-{index:05d}.png", buffer.getvalue())
 
 
-def folder_entries(folder: Path, params: IngestParams, snapshot: pd.DataFrame | None = None) -> Iterator[Entry]:
+def folder_entries(folder: Path, params: IngestParams, snapshot: pd.DataFrame | None = None,
+                   hashed: dict | None = None) -> Iterator[Entry]:
     """The folder's files; with a snapshot (the source stage's manifest), exactly the files it lists,
-    each as it was listed: a file that changed or vanished since is left for the next run."""
+    each as it was listed: a file that changed or vanished since is left for the next run. `hashed`
+    (the source stage's stat cache) spares reading a file again whose stat says it is as listed."""
     from catdog.source import walk_files
 
     if snapshot is None:
@@ -156,8 +169,12 @@ def folder_entries(folder: Path, params: IngestParams, snapshot: pd.DataFrame | 
     else:
         names, listed = ((name, folder / name) for name in snapshot["path"]), dict(zip(snapshot["path"],
                                                                                      snapshot["sha256"]))
+    hashed = hashed or {}
     for name, path in names:
-        if not path.is_file():
+        known = hashed.get(name)
+        if known and name in listed and known[1] == listed[name] and stat_key(path) == known[0]:
+            yield Entry(name, known=known[1])
+        elif not path.is_file():
             yield Entry(name, refused="removed after the source was listed (the next run will not list it)"
                         if name in listed and not path.exists() else "not a regular file")
         elif path.stat().st_size > params.max_file_bytes:
@@ -233,12 +250,12 @@ def tar_entries(archive: Path, params: IngestParams) -> Iterator[Entry]:
                 yield Entry(name, data) if isinstance(data, bytes) else Entry(name, refused=data)
 
 
-def source_entries(params: IngestParams, source: Path | None, snapshot: pd.DataFrame | None = None
-                   ) -> Iterator[Entry]:
+def source_entries(params: IngestParams, source: Path | None, snapshot: pd.DataFrame | None = None,
+                   hashed: dict | None = None) -> Iterator[Entry]:
     if source is None:
         return embedded_entries()
     if source.is_dir():
-        return folder_entries(source, params, snapshot)
+        return folder_entries(source, params, snapshot, hashed)
     if zipfile.is_zipfile(source):
         return zip_entries(source, params)
     if tarfile.is_tarfile(source):
@@ -260,15 +277,19 @@ def _read_all(entries: Iterator[Entry], source_name: str) -> Iterator[Entry]:
 
 
 def run(params: IngestParams, out_dir: Path, source: Path | None, progress: bool = True,
-        snapshot: pd.DataFrame | None = None) -> IngestResult:
+        snapshot: pd.DataFrame | None = None, hashed: dict | None = None, store: FileStore | None = None
+        ) -> IngestResult:
     """Ingest `source` (None = embedded data set) into `out_dir`, replacing it atomically; a folder
-    source as the source stage listed it in `snapshot`, when given."""
+    source as the source stage listed it in `snapshot`, when given. With a `store`, every file is
+    a hard link to its copy there, and a folder file that `hashed` (the source stage's stat cache)
+    says is unchanged since it was stored is not read at all."""
     from tqdm import tqdm
 
     source_name = EMBEDDED_SOURCE if source is None else str(source)
     rows, skipped, seen = [], [], set()
+    hashed = {name: known for name, known in (hashed or {}).items() if store and store.has(known[1])}
     with atomic_dir(out_dir) as tmp:
-        entries = _read_all(source_entries(params, source, snapshot), source_name)
+        entries = _read_all(source_entries(params, source, snapshot, hashed), source_name)
         for entry in tqdm(entries, desc="ingest", unit="file", disable=not progress):
             reason = entry.refused or junk_reason(entry.name)
             label = label_from_path(entry.name)
@@ -283,13 +304,20 @@ def run(params: IngestParams, out_dir: Path, source: Path | None, progress: bool
             relative = f"images/{entry.name}"
             target = tmp / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(entry.data)
+            if store:
+                if entry.data is not None:
+                    store.put(entry.sha256, entry.data)
+                store.link(entry.sha256, target)
+            else:
+                target.write_bytes(entry.data)
             rows.append({"path": relative, "label": label, "sha256": entry.sha256,
-                         "bytes": len(entry.data), "source": entry.name})
+                         "bytes": target.stat().st_size, "source": entry.name})
         manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
         manifest, capped = cap_per_class(manifest, params.max_per_class)
         for path in capped:
             (tmp / path).unlink()
+        if store:
+            store.prune(set(manifest["sha256"]))
         skipped_frame = pd.DataFrame(skipped, columns=["source", "reason"])
         manifest.to_csv(tmp / "manifest.csv", index=False)
         skipped_frame.to_csv(tmp / "skipped.csv", index=False)

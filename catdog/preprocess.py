@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from catdog import reuse
 from catdog.config import PreprocessParams
 from catdog.errors import CatdogError
 from catdog.files import atomic_dir, write_json
@@ -52,6 +53,7 @@ class ShardJob:
     split: str
     number: int
     paths: tuple[str, ...]
+    sha256s: tuple[str, ...]
 
     @property
     def name(self) -> str:
@@ -60,14 +62,19 @@ class ShardJob:
 
 def plan(params: PreprocessParams, validated: Path) -> tuple[pd.DataFrame, list[ShardJob]]:
     """Every accepted image with its split, shard and offset, and the shards to write."""
-    accepted = pd.read_csv(validated / "accepted.csv")
+    accepted = pd.read_csv(validated / "accepted.csv", dtype={"path": str, "sha256": str})
     accepted["split"] = [split_of(h, params.val_fraction, params.test_fraction) for h in accepted["sha256"]]
     accepted = accepted.sort_values(["split", "sha256"], ignore_index=True)
     position = accepted.groupby("split").cumcount().to_numpy()
     accepted["shard"], accepted["offset"] = position // params.shard_size, position % params.shard_size
-    jobs = [ShardJob(split, int(number), tuple(rows["path"]))
+    jobs = [ShardJob(split, int(number), tuple(rows["path"]), tuple(rows["sha256"]))
             for (split, number), rows in accepted.groupby(["split", "shard"], sort=True)]
     return accepted, jobs
+
+
+def array_cache(params: PreprocessParams, cache_dir: Path) -> reuse.ArrayCache:
+    key = reuse.namespace(params.image_size, params.resize)
+    return reuse.ArrayCache(cache_dir / "preprocess-arrays", key, params.image_size)
 
 
 def _save(job: ShardJob, images: list[np.ndarray], folder: Path) -> None:
@@ -75,10 +82,20 @@ def _save(job: ShardJob, images: list[np.ndarray], folder: Path) -> None:
     write_shard(folder / job.name, np.stack(images))
 
 
-def convert_shard(job: ShardJob, params: PreprocessParams, ingested: Path, folder: Path) -> int:
-    """Write one shard into `folder` (a fan-out task's unit of work); returns its image count."""
-    _save(job, [_convert(path, ingested, params.image_size, params.resize) for path in job.paths], folder)
-    return len(job.paths)
+def convert_shard(job: ShardJob, params: PreprocessParams, ingested: Path, folder: Path,
+                  cache: reuse.ArrayCache | None = None) -> int:
+    """Write one shard into `folder` (a fan-out task's unit of work); returns how many images it
+    converted (the others came from `cache`)."""
+    images, converted = [], 0
+    for path, sha in zip(job.paths, job.sha256s):
+        image = cache.get(sha) if cache else None
+        if image is None:
+            image, converted = _convert(path, ingested, params.image_size, params.resize), converted + 1
+            if cache:
+                cache.put(sha, image)
+        images.append(image)
+    _save(job, images, folder)
+    return converted
 
 
 def finish(accepted: pd.DataFrame, params: PreprocessParams, folder: Path) -> dict[str, int]:
@@ -97,22 +114,39 @@ def finish(accepted: pd.DataFrame, params: PreprocessParams, folder: Path) -> di
     return counts
 
 
-def run(params: PreprocessParams, validated: Path, ingested: Path, out_dir: Path, progress: bool = True) -> PreprocessResult:
+def run(params: PreprocessParams, validated: Path, ingested: Path, out_dir: Path, progress: bool = True,
+        cache_dir: Path | None = None) -> PreprocessResult:
+    """Convert every accepted image; with `cache_dir`, images converted in an earlier run (same content,
+    size, resize and image code) are read back instead, and the cache keeps this run's images only."""
     from tqdm import tqdm
 
     accepted, jobs = plan(params, validated)
+    cache = array_cache(params, cache_dir) if cache_dir else None
+    cached = {sha for sha in accepted["sha256"] if cache and cache.has(sha)}
+    todo = [path for job in jobs for path, sha in zip(job.paths, job.sha256s) if sha not in cached]
     convert = partial(_convert, root=ingested, size=params.image_size, resize=params.resize)
-    workers = min(params.workers, max(1, len(accepted) // 128))
+    workers = min(params.workers, max(1, len(todo) // 128))
     # One pool over all images (not one task per shard) keeps both cores busy to the end.
     with process_map(convert, workers) as convert_all, atomic_dir(out_dir) as tmp, \
             tqdm(total=len(accepted), desc="preprocess", unit="img", disable=not progress) as bar:
-        images = convert_all(path for job in jobs for path in job.paths)
+        converted = convert_all(todo)
         for job in jobs:
             shard = []
-            for _ in job.paths:
-                shard.append(next(images))
+            for path, sha in zip(job.paths, job.sha256s):
+                if sha in cached:
+                    image = cache.get(sha)
+                    if image is None:  # pruned meanwhile by a concurrent run
+                        image = convert(path)
+                else:
+                    image = next(converted)
+                    if cache:
+                        cache.put(sha, image)
+                shard.append(image)
                 bar.update()
             _save(job, shard, tmp)
         counts = finish(accepted, params, tmp)
     print(f"preprocess: {counts} at {params.image_size}x{params.image_size} ({params.resize}) -> {out_dir}")
+    if cache:
+        cache.prune(set(accepted["sha256"]))
+        print(f"preprocess: {reuse.report(cache_dir, 'preprocess', len(accepted) - len(todo), len(todo))}")
     return PreprocessResult(counts)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from catdog import gate
+from catdog import drift, gate
 from catdog.config import Params
 from catdog.files import read_json, write_json
 from catdog.registry import Decision, Registry, RegistryError
@@ -47,7 +47,7 @@ def production_answers(registry: Registry, production: str, files: list[Path]) -
 
 
 def run(params: Params, project_dir: Path, model_dir: Path, metrics_dir: Path, ingested: Path,
-        registry: Registry) -> Decision:
+        registry: Registry, validated: Path) -> Decision:
     metrics = read_json(metrics_dir / "evaluate.json")
     trained = read_json(model_dir / "train.json")
     answers = pd.read_csv(metrics_dir / "confusion.csv")  # path, actual, predicted, p_dog of the candidate
@@ -65,9 +65,12 @@ def run(params: Params, project_dir: Path, model_dir: Path, metrics_dir: Path, i
         "comparison": paired.to_dict() if paired else None,
         "training": trained,
         "data_fingerprint": trained["data_fingerprint"],
+        "data": read_json(metrics_dir / "validate.json"),
         "code_revision": code_revision(project_dir),
     }
-    decision = registry.register(model_dir / "model.keras", card, verdict, compared_with=production)
+    profile = pd.read_csv(validated / "accepted.csv", usecols=drift.PROFILE_COLUMNS)[drift.PROFILE_COLUMNS]
+    decision = registry.register(model_dir / "model.keras", card, verdict, compared_with=production,
+                                 data_profile=profile)
     write_json(metrics_dir / "register.json", {
         "version": decision.version,
         "production": decision.production,

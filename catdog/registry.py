@@ -4,6 +4,7 @@
       versions/v0001/model.keras   the model, byte for byte
       versions/v0001/card.json     params, metrics, data fingerprint, code revision, sha256,
                                    and the gate's decision with its reason
+      versions/v0001/data-profile.csv  facts of the images it was trained on (drift checks)
       state.json                   {"production": "v0003", "history": ["v0001", "v0003"]}
       events.jsonl                 what happened, one JSON line per event
 
@@ -24,13 +25,20 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from catdog.errors import CatdogError
 from catdog.files import read_json, sha256_file, write_json
 from catdog.gate import Verdict
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 PRODUCTION = "production"
 _VERSION = re.compile(r"^v(\d{4,})$")
+
+
+DATA_PROFILE = "data-profile.csv"
 
 
 class RegistryError(CatdogError):
@@ -107,6 +115,11 @@ class Registry:
             )
         return path
 
+    def data_profile(self, ref: str) -> Path | None:
+        """The data profile kept with a version (None for versions registered before profiles)."""
+        path = self.versions_dir / self.resolve(ref) / DATA_PROFILE
+        return path if path.exists() else None
+
     def load_model(self, ref: str):
         from catdog.model import load_model
 
@@ -131,9 +144,11 @@ class Registry:
     def _set_production(self, version: str | None, history: list[str]) -> None:
         write_json(self.root / "state.json", {"production": version, "history": history})
 
-    def register(self, model_file: Path, card: dict, verdict: Verdict, compared_with: str | None) -> Decision:
+    def register(self, model_file: Path, card: dict, verdict: Verdict, compared_with: str | None,
+                 data_profile: pd.DataFrame | None = None) -> Decision:
         """Add a model as a new version with the gate's verdict, which was decided against production
-        version `compared_with`: if production changed meanwhile, nothing is written."""
+        version `compared_with`: if production changed meanwhile, nothing is written. `data_profile`
+        (facts of the images it was trained on) is kept with it, for the drift checks of later runs."""
         digest = sha256_file(model_file)
         with self._locked():
             self._clean_partials()
@@ -150,6 +165,8 @@ class Registry:
             partial = self.versions_dir / f".{version}.partial-{os.getpid()}"
             partial.mkdir(parents=True)
             shutil.copyfile(model_file, partial / "model.keras")
+            if data_profile is not None:
+                data_profile.to_csv(partial / DATA_PROFILE, index=False)
             write_json(partial / "card.json", {**card, "version": version, "created": _now(),
                                                "model_sha256": digest,
                                                "decision": {"production": verdict.production,

@@ -26,6 +26,7 @@ from catdog.errors import CatdogError
 from catdog.files import atomic_path, sha256_file, write_json
 
 MANIFEST_COLUMNS = ["path", "bytes", "sha256"]
+STAT_CACHE = "source-stat.tsv"
 NOT_HASHED = ""  # sha256 of an entry ingest will refuse anyway (not a regular file, too large)
 
 
@@ -109,6 +110,11 @@ class StatCache:
                                    for name, (k, digest) in self.seen.items()))
 
 
+def hashed_files(cache_dir: Path) -> dict[str, tuple[tuple[int, int, int], str]]:
+    """What the last listing hashed: name -> ((inode, mtime, size), sha256)."""
+    return StatCache(cache_dir / STAT_CACHE).entries
+
+
 def _row(name: str, path: Path, cache: StatCache, max_bytes: int, stat: os.stat_result | None = None
          ) -> tuple[str, int, str]:
     stat = stat or path.stat()
@@ -177,7 +183,7 @@ def run(params: IngestParams, source: Path | None, manifest_file: Path, cache_di
     if source is not None and source.is_dir() and not os.access(source, os.R_OK | os.X_OK):
         raise SourceError(f"ingest.source: {source} is not readable by this user; the previous outputs and the "
                           "registry are untouched (fix: its permissions)")
-    cache = StatCache(cache_dir / "source-stat.tsv")
+    cache = StatCache(cache_dir / STAT_CACHE)
     try:
         listing = list_source(source, params, cache)
     except PermissionError as error:

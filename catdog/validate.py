@@ -16,14 +16,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from catdog import LABELS
+from catdog import LABELS, reuse
 from catdog.config import ValidateParams
 from catdog.errors import CatdogError
-from catdog.files import atomic_dir, sha256_file, write_json
+from catdog.files import atomic_dir, write_json
 from catdog.images import inspect
+from catdog.drift import ProductionData, compare_with_production
 from catdog.parallel import process_map
 
-FACT_COLUMNS = ["path", "label", "format", "mode", "width", "height", "pixels", "bytes", "sha256", "error"]
+FACT_COLUMNS = ["path", "label", "format", "mode", "width", "height", "pixels", "bytes", "sha256", "error",
+                "brightness", "contrast"]
 REJECTED_COLUMNS = ["path", "label", "stage", "reason"]
 
 
@@ -38,23 +40,29 @@ class ValidationResult:
     counts: dict
 
 
-def _facts_of(row: tuple[str, str], root: Path, params: ValidateParams) -> dict:
-    path, label = row
-    file = root / path
-    facts = asdict(inspect(file, max_pixels=params.max_pixels, min_side=params.min_side))
-    pixels = facts["width"] * facts["height"] if facts["width"] else None
-    return {"path": path, "label": label, **facts, "pixels": pixels,
-            "bytes": file.stat().st_size, "sha256": sha256_file(file)}
+def _decoded_facts(path: str, root: Path, params: ValidateParams) -> dict:
+    facts = asdict(inspect(root / path, max_pixels=params.max_pixels, min_side=params.min_side))
+    return {**facts, "pixels": facts["width"] * facts["height"] if facts["width"] else None}
 
 
-def collect_facts(manifest: pd.DataFrame, root: Path, params: ValidateParams, progress: bool = True) -> pd.DataFrame:
+def collect_facts(manifest: pd.DataFrame, root: Path, params: ValidateParams, cache: reuse.FactsCache | None = None,
+                  progress: bool = True) -> tuple[pd.DataFrame, int]:
+    """One row of facts per manifest row, and how many files were decoded: only those whose content
+    `cache` does not know already. bytes and sha256 are the ones ingest recorded."""
     from tqdm import tqdm
 
-    work = partial(_facts_of, root=root, params=params)
-    rows = list(zip(manifest["path"], manifest["label"]))
-    with process_map(work, min(params.workers, max(1, len(rows) // 64)), chunksize=32) as facts_of:
-        facts = list(tqdm(facts_of(rows), total=len(rows), desc="validate", unit="img", disable=not progress))
-    return pd.DataFrame(facts, columns=FACT_COLUMNS)
+    known = {sha: cache.get(sha) for sha in manifest["sha256"]} if cache else {}
+    todo = [(path, sha) for path, sha in zip(manifest["path"], manifest["sha256"]) if known.get(sha) is None]
+    work = partial(_decoded_facts, root=root, params=params)
+    with process_map(work, min(params.workers, max(1, len(todo) // 64)), chunksize=32) as decode_all:
+        decoded = tqdm(decode_all(path for path, _ in todo), total=len(todo), desc="validate", unit="img",
+                       disable=not progress)
+        known.update((sha, facts) for (_, sha), facts in zip(todo, decoded))
+    if cache:
+        cache.save({sha: known[sha] for sha in manifest["sha256"]})
+    rows = [{"path": path, "label": label, **known[sha], "bytes": size, "sha256": sha} for path, label, size, sha
+            in zip(manifest["path"], manifest["label"], manifest["bytes"], manifest["sha256"])]
+    return pd.DataFrame(rows, columns=FACT_COLUMNS), len(todo)
 
 
 def mark_duplicates(facts: pd.DataFrame) -> pd.DataFrame:
@@ -127,11 +135,14 @@ class _GX:
         definition = self.context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
         checkpoint = self.context.checkpoints.add(gx.Checkpoint(
             name=name, validation_definitions=[definition],
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["catdog"])],
             result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["path"]},
         ))
         result = checkpoint.run(batch_parameters={"dataframe": frame})
         return [r for run in result.run_results.values() for r in run.results]
+
+    def build_docs(self) -> None:
+        """Render the Data Docs of every check so far: once per run, rendering is most of GX's time."""
+        self.context.build_data_docs(site_names=["catdog"])
 
 
 def _quiet_gx() -> None:
@@ -145,11 +156,20 @@ def _quiet_gx() -> None:
 
 
 def run(params: ValidateParams, ingested: Path, out_dir: Path, metrics_file: Path,
-        progress: bool = True) -> ValidationResult:
+        progress: bool = True, cache_dir: Path | None = None, production: ProductionData | None = None
+        ) -> ValidationResult:
+    """Validate what ingest wrote; with `cache_dir`, files whose content was decoded in an earlier run
+    (under the same params and image code) keep those facts. The images new since `production`'s
+    training data are checked for drift against it."""
     _quiet_gx()
-    manifest = pd.read_csv(ingested / "manifest.csv")
+    manifest = pd.read_csv(ingested / "manifest.csv", dtype={"path": str, "sha256": str})
     skipped = pd.read_csv(ingested / "skipped.csv").fillna("")
-    facts = mark_duplicates(collect_facts(manifest, ingested, params, progress))
+    cache = (reuse.FactsCache(cache_dir / "validate-facts", reuse.namespace(params.max_pixels, params.min_side))
+             if cache_dir else None)
+    facts, decoded = collect_facts(manifest, ingested, params, cache, progress)
+    facts = mark_duplicates(facts)
+    if cache_dir:
+        print(f"validate: {reuse.report(cache_dir, 'validate', len(manifest) - decoded, decoded)}")
 
     rejected = [{"path": s, "label": "", "stage": "ingest", "reason": r}
                 for s, r in zip(skipped["source"], skipped["reason"])]
@@ -190,6 +210,12 @@ def run(params: ValidateParams, ingested: Path, out_dir: Path, metrics_file: Pat
             problems.append(f"{invalid} of {total} files ({invalid / total:.0%}) were rejected, "
                             f"over validate.max_rejected_share ({params.max_rejected_share:.0%})")
         problems += [_describe(r, params, accepted) for r in dataset_failures]
+        drift = compare_with_production(accepted, counts["rejected_share"], production, checker.check,
+                                        params.drift_max_kl)
+        write_json(tmp / "drift.json", drift.to_dict())
+        if drift.drifted and params.fail_on_drift:
+            problems.append(f"{drift.summary()} (validate.fail_on_drift is on)")
+        checker.build_docs()
         if not problems:  # on failure the report is kept, but no accepted list to train on
             accepted.drop(columns=["conflict"]).to_csv(tmp / "accepted.csv", index=False)
     write_json(metrics_file, counts)
@@ -201,6 +227,7 @@ def run(params: ValidateParams, ingested: Path, out_dir: Path, metrics_file: Pat
             + f"\nSee {out_dir / 'rejected.csv'} and {out_dir / 'data_docs' / 'index.html'}; "
               "fix or remove the bad files, or relax the bounds in params.yaml (validate section)."
         )
+    print(f"validate: {'WARNING: ' if drift.drifted else ''}{drift.summary()}")
     print(f"validate: {counts['accepted']} accepted ({counts['accepted_cat']} cat, {counts['accepted_dog']} dog), "
           f"{counts['rejected']} rejected; report: {out_dir / 'data_docs' / 'index.html'}")
     return ValidationResult(accepted, rejected_frame, counts)

@@ -17,7 +17,7 @@ from typing import Literal
 from prefect import flow, get_run_logger, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from catdog import preprocess
+from catdog import preprocess, reuse
 from catdog.config import load_params
 from catdog.files import atomic_dir
 from catdog.paths import project as project_paths
@@ -64,11 +64,13 @@ def preprocess_shards(project_dir: str) -> dict:
     logger.info(f"{len(accepted)} images in {len(jobs)} shards")
     with atomic_dir(paths.preprocessed) as folder:
         futures = convert_shard.map(jobs, params=unmapped(params), ingested=unmapped(str(paths.ingested)),
-                                    folder=unmapped(str(folder)))
+                                    folder=unmapped(str(folder)), cache_dir=unmapped(str(paths.cache)))
         converted = sum(future.result() for future in futures)  # a failed shard raises: nothing is kept
         counts = preprocess.finish(accepted, params, folder)
     _dvc(project, "--wait-for-lock", "commit", "--force", "preprocess")
-    logger.info(f"stage preprocess: {converted} images {counts}, committed to dvc.lock")
+    preprocess.array_cache(params, paths.cache).prune(set(accepted["sha256"]))
+    reused = reuse.report(paths.cache, "preprocess", len(accepted) - converted, converted)
+    logger.info(f"stage preprocess: {counts}, {reused}; committed to dvc.lock")
     return StageOutcome("preprocess", True, outputs).to_dict()
 
 

@@ -11,8 +11,11 @@ from catdog.config import PreprocessParams
 
 
 @task(name="convert-shard", task_run_name="{job.split}-{job.number:05d}", retries=1, retry_delay_seconds=5)
-def convert_shard(job: preprocess.ShardJob, params: PreprocessParams, ingested: str, folder: str) -> int:
-    """Write `job`'s shard into `folder`, which every worker must see (a shared file system)."""
-    count = preprocess.convert_shard(job, params, Path(ingested), Path(folder))
-    get_run_logger().info(f"{job.name}: {count} images")
-    return count
+def convert_shard(job: preprocess.ShardJob, params: PreprocessParams, ingested: str, folder: str,
+                  cache_dir: str) -> int:
+    """Write `job`'s shard into `folder`, which every worker must see (a shared file system), as the
+    per-image cache in `cache_dir`; returns how many images it converted (the rest were reused)."""
+    cache = preprocess.array_cache(params, Path(cache_dir))
+    converted = preprocess.convert_shard(job, params, Path(ingested), Path(folder), cache)
+    get_run_logger().info(f"{job.name}: {len(job.paths)} images, {converted} converted")
+    return converted

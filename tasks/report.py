@@ -30,6 +30,9 @@ def summary_markdown(project_dir: Path, outcomes: list[dict], changes: dict) -> 
              "| stage | this run |", "|---|---|"]
     lines += [f"| {o['stage']} | {'ran' if o['ran'] else 'unchanged, skipped'} |" for o in outcomes]
     lines += ["", "## Source", "", source_sentence(_read(paths.cache / "source-changes.json"))]
+    drift = _read(paths.validated / "drift.json")
+    lines += ["", "## Drift", "", (("**Warning:** " if drift.get("drifted") else "") + drift["summary"] + "."
+                                   if drift else "Not checked in this run.")]
     lines += ["", "## Data", "",
               f"{counts.get('files', '?')} files ingested, {counts.get('accepted', '?')} accepted "
               f"({counts.get('accepted_cat', '?')} cat, {counts.get('accepted_dog', '?')} dog), "

@@ -96,3 +96,36 @@ def test_a_vanished_source_fails_clearly_and_leaves_outputs_and_registry_untouch
     assert failed.returncode != 0
     assert f"ingest.source: no such file or folder {str(photos)!r}" in failed.stderr + failed.stdout
     assert {path: path.read_bytes() for path in before} == before
+
+
+def _tree(folder) -> dict:
+    """Every file below `folder` by relative path -> bytes (Data Docs carry run times: left out)."""
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*"))
+            if path.is_file() and "data_docs" not in path.parts}
+
+
+def test_new_photos_are_the_only_new_work_and_the_outputs_equal_a_run_from_scratch(folder_project, tmp_path):
+    project, photos = folder_project
+    run(["dvc", "repro", "preprocess"], project)
+    (photos / "cat/0.jpg").unlink()
+    (photos / "cat/1.jpg").write_bytes(image_bytes("cat", (60, 30), "JPEG", seed=78))
+    for seed in (79, 80):
+        (photos / f"dog/new-{seed}.jpg").write_bytes(image_bytes("dog", (52, 40), "JPEG", seed=seed))
+
+    out = run(["dvc", "repro", "preprocess"], project).stdout
+    assert stages_run(out) == ["source", "ingest", "validate", "preprocess"]
+    assert "3 computed, 22 reused by content hash" in out  # 2 added, 1 changed, 1 removed of 24
+    for stage in ("validate", "preprocess"):
+        reuse = json.loads((project / f"data/cache/{stage}-reuse.json").read_text())
+        assert reuse == {"reused": 22, "computed": 3}, stage
+
+    scratch = make_project(tmp_path / "scratch")
+    set_params(scratch, {"ingest": {"source": str(photos)}})
+    run(["dvc", "repro", "preprocess"], scratch)
+    for output in ("data/source", "data/ingested", "data/validated", "data/preprocessed", "data/metrics"):
+        assert _tree(project / output) == _tree(scratch / output), output
+
+    kept = set(pd.read_csv(project / "data/ingested/manifest.csv")["sha256"])
+    for store in ("ingested-files", "preprocess-arrays"):
+        stored = {path.name for path in (project / "data/cache" / store).rglob("*") if path.is_file()}
+        assert stored == kept, f"{store} keeps exactly this run's photos"

@@ -7,6 +7,8 @@ output when a shard fails.
 
 import json
 
+import shutil
+
 import pytest
 
 from tests.conftest import make_project, run, set_params
@@ -67,7 +69,9 @@ def test_a_failing_shard_keeps_the_previous_output(validated_project):
     before, lock_before = _files(output), (project / "dvc.lock").read_text()
 
     victim = sorted((project / "data/ingested/images").rglob("*.*"))[5]
-    victim.write_bytes(b"not an image any more")  # changed after validation: a shard task fails
+    victim.unlink()  # a hard link into ingest's store: replaced, not written through
+    victim.write_bytes(b"not an image any more")  # changed after validation: a shard task fails ...
+    shutil.rmtree(project / "data/cache/preprocess-arrays")  # ... when it has to convert it
     with pytest.raises(Exception, match=victim.name):
         fan_out_preprocess(str(project), "threads")
     assert _files(output) == before

@@ -1,0 +1,145 @@
+"""Per-image results kept between runs by content hash, so a run with a few new photos decodes
+and converts only those.
+
+Three results are kept: the files ingest took in (whose result is the content itself),
+validate's facts about a file (decoded size, format, error) and preprocess's model input array.
+The last two live in a namespace keyed by everything else they depend on: the stage's
+params, catdog/images.py (the code that decodes), Pillow's and numpy's versions. Change any of them and the namespace is a new one, so a stage never reuses a result
+that a run from scratch would compute differently. After a run a store keeps exactly the
+photos of that run (removed photos drop out) and other namespaces are deleted: the cache holds
+one run's worth. Every entry is written atomically: a killed run leaves whole entries or none.
+The cache lives in data/cache/, outside DVC and git; deleting it only makes the next run slower.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from catdog.files import atomic_path, write_json
+
+_IMAGE_CODE = Path(__file__).with_name("images.py")
+
+
+def namespace(*parts) -> str:
+    """A short key for results that depend on `parts`, the image code and the decoders' versions."""
+    import PIL
+
+    digest = hashlib.sha256(_IMAGE_CODE.read_bytes())
+    for part in (PIL.__version__, np.__version__, *parts):
+        digest.update(repr(part).encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _drop_other_namespaces(folder: Path, keep: str) -> None:
+    if folder.is_dir():
+        for entry in folder.iterdir():
+            if not entry.name.startswith(keep):
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+class FactsCache:
+    """validate's facts of each file by content hash: one JSON-lines file per namespace."""
+
+    def __init__(self, folder: Path, key: str):
+        self.folder, self.key = folder, key
+        self.file = folder / f"{key}.jsonl"
+        self.facts: dict[str, dict] = {}
+        if self.file.exists():
+            for line in self.file.read_text().splitlines():
+                row = json.loads(line)
+                self.facts[row.pop("sha256")] = row
+
+    def get(self, sha256: str) -> dict | None:
+        return self.facts.get(sha256)
+
+    def save(self, facts: dict[str, dict]) -> None:
+        """Keep exactly `facts` (this run's files); other namespaces go."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.file) as tmp:
+            tmp.write_text("".join(json.dumps({"sha256": sha, **row}, sort_keys=True) + "\n"
+                                   for sha, row in sorted(facts.items())))
+        _drop_other_namespaces(self.folder, self.key)
+
+
+class _FilesByHash:
+    """A folder of files named by content hash (in sub-folders by the first two hex digits)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def _path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / sha256
+
+    def has(self, sha256: str) -> bool:
+        return self._path(sha256).is_file()
+
+    def _put(self, sha256: str, data: bytes) -> None:
+        path = self._path(sha256)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    def _prune(self, keep: set[str]) -> None:
+        if self.root.is_dir():
+            for sub in self.root.iterdir():
+                for entry in sub.iterdir():
+                    if entry.name not in keep:
+                        entry.unlink()
+
+
+class FileStore(_FilesByHash):
+    """ingest's files by content hash. Ingest hard-links its outputs to them, so a file it took in an
+    earlier run is neither read nor written again (nothing writes into data/ingested in place)."""
+
+    def put(self, sha256: str, data: bytes) -> None:
+        if not self.has(sha256):
+            self._put(sha256, data)
+            os.chmod(self._path(sha256), 0o444)  # as DVC does for linked files: no writing through a link
+
+    def link(self, sha256: str, target: Path) -> None:
+        try:
+            os.link(self._path(sha256), target)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(self._path(sha256), target)
+
+    def prune(self, keep: set[str]) -> None:
+        """Keep exactly the files of `keep` (this run's)."""
+        self._prune(keep)
+
+
+class ArrayCache(_FilesByHash):
+    """preprocess's (size, size) uint8 arrays by content hash, one raw file each."""
+
+    def __init__(self, folder: Path, key: str, size: int):
+        super().__init__(folder / key)
+        self.folder, self.key, self.size = folder, key, size
+
+    def get(self, sha256: str) -> np.ndarray | None:
+        try:
+            data = self._path(sha256).read_bytes()
+        except FileNotFoundError:
+            return None
+        if len(data) != self.size * self.size:  # cannot happen with atomic writes; never trust it anyway
+            return None
+        return np.frombuffer(data, np.uint8).reshape(self.size, self.size)
+
+    def put(self, sha256: str, array: np.ndarray) -> None:
+        self._put(sha256, np.ascontiguousarray(array, np.uint8).tobytes())
+
+    def prune(self, keep: set[str]) -> None:
+        """Keep exactly the arrays of `keep` (this run's images); other namespaces go."""
+        self._prune(keep)
+        _drop_other_namespaces(self.folder, self.key)
+
+
+def report(folder: Path, stage: str, reused: int, computed: int) -> str:
+    """Record and describe how much of a stage's per-image work was reused."""
+    write_json(folder / f"{stage}-reuse.json", {"reused": reused, "computed": computed})
+    return f"{computed:,} computed, {reused:,} reused by content hash"

@@ -1,0 +1,87 @@
+"""Drift: the images new since production's training data, compared with that data by real GX."""
+
+import io
+import json
+
+import pandas as pd
+import pytest
+from PIL import Image, ImageOps
+
+from catdog import ingest, validate
+from catdog.config import IngestParams, ValidateParams
+from catdog.drift import PROFILE_COLUMNS, ProductionData
+from tests.conftest import image_bytes, make_project, run, set_params, write_images
+
+
+def _photos(folder, seed: int, per_class: int = 15, inverted: bool = False):
+    """Synthetic cats and dogs of write_images' sizes; `inverted` ones are far brighter."""
+    for label in ("cat", "dog"):
+        for i in range(per_class):
+            data = image_bytes(label, (40 + i, 36 + 2 * i), "JPEG", seed=seed + i + (500 if label == "dog" else 0))
+            if inverted:
+                buffer = io.BytesIO()
+                ImageOps.invert(Image.open(io.BytesIO(data)).convert("RGB")).save(buffer, "JPEG")
+                data = buffer.getvalue()
+            path = folder / label / f"{seed}-{i}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+    return folder
+
+
+def _validate(tmp_path, name, photos, production=None, **params):
+    ingest.run(IngestParams(), tmp_path / name / "ingested", photos, progress=False)
+    return validate.run(ValidateParams(workers=1, **params), tmp_path / name / "ingested", tmp_path / name / "validated",
+                        tmp_path / name / "validate.json", progress=False, production=production)
+
+
+@pytest.fixture
+def production(tmp_path):
+    accepted = _validate(tmp_path, "production", _photos(tmp_path / "before", seed=0)).accepted
+    return ProductionData("v0001", accepted[PROFILE_COLUMNS], rejected_share=0.0)
+
+
+def test_new_images_like_production_data_are_no_drift(tmp_path, production):
+    _validate(tmp_path, "now", _photos(tmp_path / "similar", seed=100), production)
+    drift = json.loads((tmp_path / "now/validated/drift.json").read_text())
+    assert drift["drifted"] is False and drift["new_images"] == 30
+    assert drift["summary"] == "no drift: the 30 new images look like production v0001's training data"
+    assert set(drift["kl_divergence"]) == {"width", "height", "aspect", "brightness", "contrast"}
+
+
+def test_brighter_images_are_drift_a_warning_by_default_and_a_failure_when_asked(tmp_path, production, capsys):
+    photos = _photos(tmp_path / "bright", seed=200, inverted=True)
+    _validate(tmp_path, "warn", photos, production)
+    drift = json.loads((tmp_path / "warn/validated/drift.json").read_text())
+    assert drift["drifted"] and any(f.startswith("brightness distribution differs") for f in drift["findings"])
+    assert "validate: WARNING: drift in the 30 new images vs production v0001's: brightness" in capsys.readouterr().out
+    assert (tmp_path / "warn/validated/accepted.csv").exists()
+
+    with pytest.raises(validate.ValidationError, match="brightness distribution differs.*validate.fail_on_drift"):
+        _validate(tmp_path, "fail", photos, production, fail_on_drift=True)
+    assert not (tmp_path / "fail/validated/accepted.csv").exists()
+    assert json.loads((tmp_path / "fail/validated/drift.json").read_text())["drifted"]
+
+
+def test_too_few_new_images_or_no_production_say_so(tmp_path, production):
+    _validate(tmp_path, "few", _photos(tmp_path / "few", seed=300, per_class=5), production)
+    drift = json.loads((tmp_path / "few/validated/drift.json").read_text())
+    assert not drift["drifted"] and "10 images new since production v0001's training data: too few" in drift["summary"]
+    _validate(tmp_path, "first", _photos(tmp_path / "first", seed=400))
+    drift = json.loads((tmp_path / "first/validated/drift.json").read_text())
+    assert drift["summary"] == "no production model yet: nothing to compare the data with"
+
+
+def test_the_registry_keeps_production_data_and_the_next_dvc_run_warns_of_drift(tmp_path):
+    photos = write_images(tmp_path / "photos", per_class=12)
+    project = make_project(tmp_path / "project")
+    set_params(project, {"ingest": {"source": str(photos), "max_per_class": None}})
+    run(["dvc", "repro"], project)
+    profile = pd.read_csv(project / "data/registry/versions/v0001/data-profile.csv")
+    assert list(profile.columns) == PROFILE_COLUMNS and len(profile) == 24
+
+    _photos(photos, seed=600, per_class=12, inverted=True)
+    out = run(["dvc", "repro", "validate"], project).stdout
+    assert "validate: WARNING: drift in the 24 new images vs production v0001's: brightness" in out
+    set_params(project, {"validate": {"fail_on_drift": True}})
+    failed = run(["dvc", "repro", "validate"], project, check=False)
+    assert failed.returncode != 0 and "validate.fail_on_drift is on" in failed.stdout + failed.stderr
