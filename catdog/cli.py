@@ -32,8 +32,9 @@ def _params(args):
 
 def cmd_source(args) -> None:
     params, paths = _params(args), _paths(args)
-    from catdog import source
+    from catdog import lockfile, source
 
+    lockfile.keep_good_copy(paths)
     source.run(params.ingest, params.source_path(paths.root), paths.source_manifest, paths.cache)
 
 
@@ -93,6 +94,12 @@ def cmd_status(args) -> None:
     from catdog import status
 
     print(status.describe(_params(args), _paths(args)))
+
+
+def cmd_repair_lock(args) -> None:
+    from catdog import lockfile
+
+    print(lockfile.repair(_paths(args)) or "dvc.lock is sound: nothing to repair")
 
 
 def cmd_summary(args) -> None:
@@ -246,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("summary", help="print what the last run produced").set_defaults(handler=cmd_summary)
     commands.add_parser("status", help="what the next run will do: new, removed or changed source files, and "
                                        "stages out of date").set_defaults(handler=cmd_status)
+    commands.add_parser("repair-lock", help="put back the last sound dvc.lock after a run was killed while DVC "
+                                            "wrote it").set_defaults(handler=cmd_repair_lock)
 
     predict = commands.add_parser("predict", help="label and p(dog) for image files")
     predict.add_argument("--model", default="production", help="VERSION, 'production', 'latest' or a .keras file")

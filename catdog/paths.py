@@ -15,6 +15,15 @@ class ProjectPaths:
         return self.root / "params.yaml"
 
     @property
+    def lock(self) -> Path:
+        return self.root / "dvc.lock"
+
+    @property
+    def good_lock(self) -> Path:
+        """dvc.lock as the last run found it, when it was sound (see catdog/lockfile.py)."""
+        return self.cache / "dvc.lock.good"
+
+    @property
     def data(self) -> Path:
         return self.root / "data"
 

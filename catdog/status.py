@@ -33,6 +33,13 @@ def describe(params: Params, paths: ProjectPaths) -> str:
             if names:
                 lines.append(f"          {kind}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}")
 
+    from catdog.lockfile import damage
+
+    problem = damage(paths.lock)
+    if problem:
+        lines.append(f"pipeline  dvc.lock is damaged ({problem}), most likely by a killed run: "
+                     "`catdog repair-lock` puts back the last sound copy")
+        return "\n".join(lines)
     stale = {stage: _reasons(entries) for stage, entries in dvc_status(paths.root).items()
              if entries != ["always changed"]}
     if stale:

@@ -13,7 +13,9 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+from catdog import lockfile
 from catdog.config import write_overrides
+from catdog.paths import project as project_paths
 from flows.preprocess import TaskRunnerKind, fan_out_preprocess
 from tasks.report import publish_run_report
 from tasks.stages import run_stage
@@ -28,6 +30,9 @@ def train(overrides: dict[str, Any] | None = None, project_dir: str = str(PROJEC
     validated before any stage runs and written to params.yaml, so dvc.lock records them.
     Preprocessing fans out over shards on `preprocess_runner`: "threads" here, or "dask" on a
     temporary local cluster or the running one at `dask_address`."""
+    repaired = lockfile.repair(project_paths(project_dir))  # after a run killed while DVC wrote dvc.lock
+    if repaired:
+        get_run_logger().warning(repaired)
     changes = write_overrides(Path(project_dir) / "params.yaml", overrides or {})
     if changes:
         get_run_logger().info(f"params changed for this run: {changes}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from catdog.workspace import (  # noqa: F401 (re-exported to the tests)
     BIN, REPO, TINY_BUDGET, copy_project, set_params, tool_env as env)
@@ -69,6 +69,13 @@ def image_bytes(kind: str = "dog", size=(64, 48), fmt: str = "PNG", mode: str = 
     image = Image.fromarray(base, "L").convert(mode) if mode != "L" else Image.fromarray(base, "L")
     buffer = io.BytesIO()
     image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def inverted(jpeg: bytes) -> bytes:
+    """The same picture in negative: far brighter than image_bytes' dark pictures."""
+    buffer = io.BytesIO()
+    ImageOps.invert(Image.open(io.BytesIO(jpeg)).convert("RGB")).save(buffer, "JPEG")
     return buffer.getvalue()
 
 

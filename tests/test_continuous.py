@@ -1,14 +1,21 @@
 """Continuous training: a growing source folder is seen by the real `dvc repro`, and only then."""
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import time
 
 import pandas as pd
 import pytest
 
 from catdog import ingest, source
 from catdog.config import IngestParams
-from tests.conftest import image_bytes, make_project, run, set_params, stages_run, write_images
+from catdog.drift import PROFILE_COLUMNS
+from catdog.files import sha256_file
+from catdog.registry import Registry
+from tests.conftest import BIN, env, image_bytes, inverted, make_project, run, set_params, stages_run, write_images
 
 
 @pytest.fixture
@@ -85,19 +92,6 @@ def test_ingest_takes_the_listed_snapshot_and_the_next_run_sees_later_photos(tmp
     assert {"dog/late.jpg", "cat/2.jpg"} <= set(result.manifest["source"]) and result.skipped.empty
 
 
-def test_a_vanished_source_fails_clearly_and_leaves_outputs_and_registry_untouched(folder_project):
-    project, photos = folder_project
-    run(["dvc", "repro"], project)
-    before = {path: path.read_bytes() for path in [project / "data/ingested/manifest.csv",
-                                                   project / "data/registry/state.json",
-                                                   project / "data/source/manifest.csv"]}
-    shutil.rmtree(photos)
-    failed = run(["dvc", "repro"], project, check=False)
-    assert failed.returncode != 0
-    assert f"ingest.source: no such file or folder {str(photos)!r}" in failed.stderr + failed.stdout
-    assert {path: path.read_bytes() for path in before} == before
-
-
 def _tree(folder) -> dict:
     """Every file below `folder` by relative path -> bytes (Data Docs carry run times: left out)."""
     return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*"))
@@ -129,3 +123,88 @@ def test_new_photos_are_the_only_new_work_and_the_outputs_equal_a_run_from_scrat
     for store in ("ingested-files", "preprocess-arrays"):
         stored = {path.name for path in (project / "data/cache" / store).rglob("*") if path.is_file()}
         assert stored == kept, f"{store} keeps exactly this run's photos"
+
+
+def test_the_same_photo_added_again_under_the_other_label_rejects_both_by_name(folder_project):
+    project, photos = folder_project
+    run(["dvc", "repro", "validate"], project)
+    (photos / "dog/3-again.jpg").write_bytes((photos / "cat/3.jpg").read_bytes())
+    run(["dvc", "repro", "validate"], project)
+    rejected = pd.read_csv(project / "data/validated/rejected.csv")
+    reasons = dict(zip(rejected["path"], rejected["reason"]))
+    conflict = "same image content is labelled both cat and dog"
+    assert reasons == {"images/cat/3.jpg": conflict, "images/dog/3-again.jpg": conflict}
+    accepted = set(pd.read_csv(project / "data/validated/accepted.csv")["path"])
+    assert len(accepted) == 23 and "images/cat/4.jpg" in accepted  # the other photos all stay
+
+
+def _kill_when(project, line: str) -> None:
+    """Start `dvc repro`, and kill it and its stage processes once its output shows `line`."""
+    process = subprocess.Popen([str(BIN / "dvc"), "repro"], cwd=project, env=env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    for output in process.stdout:
+        if line in output:
+            time.sleep(1.0)
+            break
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def test_a_damaged_dvc_lock_is_named_and_repaired(folder_project):
+    project, _ = folder_project
+    run(["dvc", "repro", "ingest"], project)
+    run(["dvc", "repro", "ingest"], project)  # the source stage kept the sound lock of this run's start
+    lock = project / "dvc.lock"
+    sound = lock.read_bytes()
+    lock.write_bytes(sound[: sound.index(b"md5:", len(sound) // 2) + 2])  # as a killed rewrite leaves it
+    assert "'./dvc.lock' is invalid" in run(["dvc", "repro", "ingest"], project, check=False).stderr
+    assert "dvc.lock is damaged" in run(["catdog", "status"], project).stdout
+    assert "put back the copy from the start of the last run" in run(["catdog", "repair-lock"], project).stdout
+    assert lock.read_bytes() == sound
+    assert run(["catdog", "repair-lock"], project).stdout.strip() == "dvc.lock is sound: nothing to repair"
+    assert stages_run(run(["dvc", "repro", "ingest"], project).stdout) == ["source"]
+
+
+def test_nights_of_a_growing_folder_a_killed_run_drift_and_a_vanished_source(folder_project):
+    """One project through several nights (each full `dvc repro` costs a training run)."""
+    project, photos = folder_project
+    set_params(project, {"ingest": {"max_per_class": None}})
+    run(["dvc", "repro"], project)
+    profile = pd.read_csv(project / "data/registry/versions/v0001/data-profile.csv")
+    assert list(profile.columns) == PROFILE_COLUMNS and len(profile) == 24
+
+    # night 2: killed during preprocess, then during training; the next run completes it
+    for seed in (84, 85):
+        (photos / f"dog/night-{seed}.jpg").write_bytes(image_bytes("dog", (52, 40), "JPEG", seed=seed))
+    for stage in ("preprocess", "train"):
+        _kill_when(project, f"Running stage '{stage}'")
+        run(["catdog", "repair-lock"], project)  # DVC may have been killed while it rewrote dvc.lock
+    assert "Running stage 'register'" in run(["dvc", "repro"], project).stdout
+    assert "pipeline  up to date" in run(["catdog", "status"], project).stdout
+    registry = Registry(project / "data/registry")
+    assert registry.versions() == ["v0001", "v0002"] and registry.state()["production"] in registry.versions()
+    for version in registry.versions():
+        assert sha256_file(registry.versions_dir / version / "model.keras") == registry.card(version)["model_sha256"]
+    assert {"dog/night-84.jpg", "dog/night-85.jpg"} <= ingested_names(project)
+
+    # night 3: much brighter photos arrive: a drift warning, or a failure before training when asked
+    production = registry.state()["production"]
+    for label in ("cat", "dog"):
+        for i in range(12):
+            data = image_bytes(label, (40 + i, 36 + 2 * i), "JPEG", seed=600 + i + (50 if label == "dog" else 0))
+            (photos / label / f"bright-{i}.jpg").write_bytes(inverted(data))
+    out = run(["dvc", "repro", "validate"], project).stdout
+    assert f"validate: WARNING: drift in the 24 new images vs production {production}'s: brightness" in out
+    set_params(project, {"validate": {"fail_on_drift": True}})
+    failed = run(["dvc", "repro", "validate"], project, check=False)
+    assert failed.returncode != 0 and "validate.fail_on_drift is on" in failed.stdout + failed.stderr
+
+    # the source vanishes: a clear error, and nothing that was there is touched
+    before = {path: path.read_bytes() for path in [project / "data/ingested/manifest.csv",
+                                                   project / "data/registry/state.json",
+                                                   project / "data/source/manifest.csv"]}
+    shutil.rmtree(photos)
+    failed = run(["dvc", "repro"], project, check=False)
+    assert failed.returncode != 0
+    assert f"ingest.source: no such file or folder {str(photos)!r}" in failed.stderr + failed.stdout
+    assert {path: path.read_bytes() for path in before} == before
