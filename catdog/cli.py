@@ -32,10 +32,20 @@ def _params(args):
 
 def cmd_source(args) -> None:
     params, paths = _params(args), _paths(args)
-    from catdog import lockfile, source
+    from catdog import lockfile, source, testset
 
     lockfile.keep_good_copy(paths)
     source.run(params.ingest, params.source_path(paths.root), paths.source_manifest, paths.cache)
+    testset.list_source(params, params.test_source_path(paths.root), paths.test_source_manifest, paths.cache)
+
+
+def cmd_testset(args) -> None:
+    params, paths = _params(args), _paths(args)
+    from catdog import testset
+    from catdog.source import read_manifest
+
+    testset.run(params, params.test_source_path(paths.root), read_manifest(paths.test_source_manifest),
+                paths.testset, progress=not args.quiet)
 
 
 def cmd_ingest(args) -> None:
@@ -61,10 +71,10 @@ def cmd_validate(args) -> None:
 
 def cmd_preprocess(args) -> None:
     params, paths = _params(args), _paths(args)
-    from catdog import preprocess
+    from catdog import preprocess, testset
 
     preprocess.run(params.preprocess, paths.validated, paths.ingested, paths.preprocessed, progress=not args.quiet,
-                   cache_dir=paths.cache)
+                   cache_dir=paths.cache, held_out=testset.hashes(paths.testset))
 
 
 def cmd_train(args) -> None:
@@ -78,7 +88,7 @@ def cmd_evaluate(args) -> None:
     params, paths = _params(args), _paths(args)
     from catdog import evaluate
 
-    evaluate.run(params.evaluate, paths.model, paths.preprocessed, paths.metrics, paths.plots)
+    evaluate.run(params.evaluate, paths.model, paths.preprocessed, paths.metrics, paths.plots, paths.testset)
 
 
 def cmd_register(args) -> None:
@@ -87,7 +97,7 @@ def cmd_register(args) -> None:
     from catdog.registry import Registry
 
     register.run(params, paths.root, paths.model_dir, paths.metrics, paths.ingested, Registry(paths.registry),
-                 paths.validated)
+                 paths.validated, paths.testset)
 
 
 def cmd_status(args) -> None:
@@ -235,6 +245,7 @@ STAGES = {
     "source": cmd_source,
     "ingest": cmd_ingest,
     "validate": cmd_validate,
+    "testset": cmd_testset,
     "preprocess": cmd_preprocess,
     "train": cmd_train,
     "evaluate": cmd_evaluate,

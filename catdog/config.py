@@ -97,6 +97,8 @@ class EvaluateParams:
     threshold: float = _knob(0.5, min=0.0, max=1.0, help="p(dog) at or above which we say dog")
     batch_size: int = _knob(64, min=1, max=4096)
     misclassified_shown: int = _knob(16, min=0, max=100)
+    test_source: str | None = _knob(None, help="a fixed, curated test set (folder or archive) never trained on; "
+                                                "the gate then judges on it")
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,13 @@ class Params:
         if self.ingest.source == EMBEDDED_SOURCE:
             return None
         path = Path(self.ingest.source).expanduser()
+        return path if path.is_absolute() else project_dir / path
+
+    def test_source_path(self, project_dir: Path) -> Path | None:
+        """evaluate.test_source as a path, or None without a curated test set."""
+        if self.evaluate.test_source is None:
+            return None
+        path = Path(self.evaluate.test_source).expanduser()
         return path if path.is_absolute() else project_dir / path
 
     def to_dict(self) -> dict[str, Any]:

@@ -73,21 +73,44 @@ def expected_calibration_error(y_true: np.ndarray, p_dog: np.ndarray, bins: int 
                      for b in range(bins) if (which == b).any()))
 
 
-def run(params: EvaluateParams, model_file: Path, preprocessed: Path, metrics_dir: Path, plots_dir: Path) -> dict:
-    from catdog.model import load_model, predict_p_dog
+def _rounded(metrics: dict) -> dict:
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
+
+
+def _answers(model, reader: ShardReader, params: EvaluateParams) -> tuple[np.ndarray, pd.DataFrame]:
+    """p(dog) of every image of `reader`, and the table of answers (path, actual, predicted, p_dog)."""
+    from catdog.model import predict_p_dog
     from catdog.train import ShardBatches
+
+    batches = ShardBatches(reader, params.batch_size, shuffle=False)
+    p_dog = predict_p_dog(model, (batches[i][0] for i in range(len(batches)))) if len(reader) else np.zeros(0)
+    predicted = np.where(p_dog >= params.threshold, "dog", "cat")
+    return p_dog, reader.index[["path", "label"]].rename(columns={"label": "actual"}).assign(
+        predicted=predicted, p_dog=p_dog.round(4))
+
+
+def run(params: EvaluateParams, model_file: Path, preprocessed: Path, metrics_dir: Path, plots_dir: Path,
+        testset: Path | None = None) -> dict:
+    """The model on the test split, and on the curated test set in `testset` when it has images
+    (metrics under "test_source", answers in confusion_curated.csv)."""
+    from catdog.model import load_model
 
     test = ShardReader(preprocessed / "test")
     model = load_model(model_file)
-    test_batches = ShardBatches(test, params.batch_size, shuffle=False)
-    p_dog = predict_p_dog(model, (test_batches[i][0] for i in range(len(test_batches))))
+    p_dog, predictions = _answers(model, test, params)
     metrics = binary_metrics(test.labels, p_dog, params.threshold)
-    rounded = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
+    rounded = _rounded(metrics)
+    curated = ShardReader(testset / "test") if testset is not None and (testset / "test" / "index.csv").exists() \
+        else None
+    curated_answers = pd.DataFrame(columns=predictions.columns)
+    if curated is not None and len(curated):
+        curated_p_dog, curated_answers = _answers(model, curated, params)
+        rounded["test_source"] = _rounded(binary_metrics(curated.labels, curated_p_dog, params.threshold))
     write_json(metrics_dir / "evaluate.json", rounded)
+    with atomic_path(metrics_dir / "confusion_curated.csv") as tmp:
+        curated_answers.to_csv(tmp, index=False)
 
-    predicted = np.where(p_dog >= params.threshold, "dog", "cat")
-    predictions = test.index[["path", "label"]].rename(columns={"label": "actual"}).assign(
-        predicted=predicted, p_dog=p_dog.round(4))
+    predicted = predictions["predicted"].to_numpy()
     with atomic_path(metrics_dir / "confusion.csv") as tmp:
         predictions.to_csv(tmp, index=False)
     with atomic_path(metrics_dir / "roc.csv") as tmp:
@@ -105,6 +128,10 @@ def run(params: EvaluateParams, model_file: Path, preprocessed: Path, metrics_di
         plots.training_curves({"this run": pd.read_csv(history)}, plots_dir / "training_curves.png")
     print("evaluate: " + ", ".join(f"{k} {rounded[k]}" for k in
                                    ["accuracy", "accuracy_cat", "accuracy_dog", "roc_auc", "loss", "ece"]))
+    if "test_source" in rounded:
+        on_set = rounded["test_source"]
+        print(f"evaluate: curated test set ({on_set['test_images']} images): accuracy {on_set['accuracy']}, "
+              f"cat {on_set['accuracy_cat']}, dog {on_set['accuracy_dog']}, ece {on_set['ece']}")
     print(f"evaluate: plots in {plots_dir}")
     return rounded
 

@@ -33,6 +33,16 @@ class ProjectPaths:
         return self.data / "source" / "manifest.csv"
 
     @property
+    def test_source_manifest(self) -> Path:
+        """The same for evaluate.test_source (empty without one)."""
+        return self.data / "source" / "test-manifest.csv"
+
+    @property
+    def testset(self) -> Path:
+        """The curated test set, ingested, validated and converted (catdog/testset.py)."""
+        return self.data / "testset"
+
+    @property
     def cache(self) -> Path:
         """Working state kept between runs, outside DVC and git (the source's stat cache)."""
         return self.data / "cache"

@@ -60,9 +60,12 @@ class ShardJob:
         return f"{self.split}/{shard_name(self.number)}"
 
 
-def plan(params: PreprocessParams, validated: Path) -> tuple[pd.DataFrame, list[ShardJob]]:
-    """Every accepted image with its split, shard and offset, and the shards to write."""
+def plan(params: PreprocessParams, validated: Path, held_out: set[str] = frozenset()
+         ) -> tuple[pd.DataFrame, list[ShardJob]]:
+    """Every accepted image with its split, shard and offset, and the shards to write; images whose
+    content is in `held_out` (the curated test set) are left out."""
     accepted = pd.read_csv(validated / "accepted.csv", dtype={"path": str, "sha256": str})
+    accepted = accepted[~accepted["sha256"].isin(held_out)]
     accepted["split"] = [split_of(h, params.val_fraction, params.test_fraction) for h in accepted["sha256"]]
     accepted = accepted.sort_values(["split", "sha256"], ignore_index=True)
     position = accepted.groupby("split").cumcount().to_numpy()
@@ -98,8 +101,9 @@ def convert_shard(job: ShardJob, params: PreprocessParams, ingested: Path, folde
     return converted
 
 
-def finish(accepted: pd.DataFrame, params: PreprocessParams, folder: Path) -> dict[str, int]:
-    """The index of every split and meta.json, once all shards are in `folder`."""
+def finish(accepted: pd.DataFrame, params: PreprocessParams, folder: Path, held_out: int = 0) -> dict[str, int]:
+    """The index of every split and meta.json, once all shards are in `folder`; `held_out` images
+    were left out for the curated test set."""
     counts = {}
     for split in SPLITS:
         rows = accepted[accepted["split"] == split]
@@ -110,17 +114,28 @@ def finish(accepted: pd.DataFrame, params: PreprocessParams, folder: Path) -> di
     if empty:
         raise CatdogError(f"the split left no {empty[0]} images ({counts}); "
                           "ingest more images or change preprocess.test_fraction")
-    write_json(folder / "meta.json", {"image_size": params.image_size, "resize": params.resize, "counts": counts})
+    meta = {"image_size": params.image_size, "resize": params.resize, "counts": counts}
+    write_json(folder / "meta.json", {**meta, "held_out_for_test_source": held_out} if held_out else meta)
+    if held_out:
+        print(f"preprocess: {held_out} accepted images are also in the curated test set (evaluate.test_source): "
+              "left out of train, val and test")
     return counts
 
 
+def held_count(validated: Path, held_out: set[str]) -> int:
+    """How many accepted images the curated test set holds."""
+    if not held_out:
+        return 0
+    return int(pd.read_csv(validated / "accepted.csv", dtype={"sha256": str})["sha256"].isin(held_out).sum())
+
+
 def run(params: PreprocessParams, validated: Path, ingested: Path, out_dir: Path, progress: bool = True,
-        cache_dir: Path | None = None) -> PreprocessResult:
+        cache_dir: Path | None = None, held_out: set[str] = frozenset()) -> PreprocessResult:
     """Convert every accepted image; with `cache_dir`, images converted in an earlier run (same content,
     size, resize and image code) are read back instead, and the cache keeps this run's images only."""
     from tqdm import tqdm
 
-    accepted, jobs = plan(params, validated)
+    accepted, jobs = plan(params, validated, held_out)
     cache = array_cache(params, cache_dir) if cache_dir else None
     cached = {sha for sha in accepted["sha256"] if cache and cache.has(sha)}
     todo = [path for job in jobs for path, sha in zip(job.paths, job.sha256s) if sha not in cached]
@@ -144,7 +159,7 @@ def run(params: PreprocessParams, validated: Path, ingested: Path, out_dir: Path
                 shard.append(image)
                 bar.update()
             _save(job, shard, tmp)
-        counts = finish(accepted, params, tmp)
+        counts = finish(accepted, params, tmp, held_out=held_count(validated, held_out))
     print(f"preprocess: {counts} at {params.image_size}x{params.image_size} ({params.resize}) -> {out_dir}")
     if cache:
         cache.prune(set(accepted["sha256"]))

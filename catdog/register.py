@@ -7,6 +7,7 @@ the same ingested files here, converted at its own input size and resize policy.
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from pathlib import Path
 
@@ -46,23 +47,41 @@ def production_answers(registry: Registry, production: str, files: list[Path]) -
     return np.array([r.label for r in results]), None
 
 
+TEST_SPLIT = "the test split"
+
+
+def gate_images(metrics_dir: Path, ingested: Path, testset: Path | None) -> tuple[str, pd.DataFrame, Path]:
+    """What the gate judges on: the curated test set when there is one, else the test split; as
+    (description, the candidate's answers: path, actual, predicted, p_dog, the folder of the files)."""
+    curated = metrics_dir / "confusion_curated.csv"
+    if testset is not None and curated.exists():
+        answers = pd.read_csv(curated)
+        if len(answers):
+            return f"the curated test set ({len(answers)} images)", answers, testset / "ingested"
+    return TEST_SPLIT, pd.read_csv(metrics_dir / "confusion.csv"), ingested
+
+
 def run(params: Params, project_dir: Path, model_dir: Path, metrics_dir: Path, ingested: Path,
-        registry: Registry, validated: Path) -> Decision:
+        registry: Registry, validated: Path, testset: Path | None = None) -> Decision:
     metrics = read_json(metrics_dir / "evaluate.json")
     trained = read_json(model_dir / "train.json")
-    answers = pd.read_csv(metrics_dir / "confusion.csv")  # path, actual, predicted, p_dog of the candidate
+    judged_on, answers, files = gate_images(metrics_dir, ingested, testset)
+    accuracy = float((answers["predicted"] == answers["actual"]).mean())
     production = registry.state()["production"]
     paired, unscorable = None, None
     if production is not None:
-        labels, unscorable = production_answers(registry, production, [ingested / path for path in answers["path"]])
+        labels, unscorable = production_answers(registry, production, [files / path for path in answers["path"]])
         if labels is not None:
             actual = answers["actual"].to_numpy()
             paired = gate.compare(answers["predicted"].to_numpy() == actual, labels == actual, production)
-    verdict = gate.decide(metrics["accuracy"], params.register, production, paired, unscorable)
+    verdict = gate.decide(accuracy, params.register, production, paired, unscorable)
+    if judged_on != TEST_SPLIT:
+        verdict = dataclasses.replace(verdict, reason=f"on {judged_on}: {verdict.reason}")
     card = {
         "params": params.to_dict(),
         "metrics": metrics,
         "comparison": paired.to_dict() if paired else None,
+        "judged_on": judged_on,
         "training": trained,
         "data_fingerprint": trained["data_fingerprint"],
         "data": read_json(metrics_dir / "validate.json"),
@@ -76,7 +95,8 @@ def run(params: Params, project_dir: Path, model_dir: Path, metrics_dir: Path, i
         "production": decision.production,
         "reason": decision.reason,
         "production_version": registry.state()["production"],
-        "accuracy": metrics["accuracy"],
+        "accuracy": round(accuracy, 4),
+        "judged_on": judged_on,
         "comparison": paired.to_dict() if paired else None,
     })
     verdict_word = "PRODUCTION" if decision.production else "candidate"

@@ -227,7 +227,8 @@ def run(params: ValidateParams, ingested: Path, out_dir: Path, metrics_file: Pat
             + f"\nSee {out_dir / 'rejected.csv'} and {out_dir / 'data_docs' / 'index.html'}; "
               "fix or remove the bad files, or relax the bounds in params.yaml (validate section)."
         )
-    print(f"validate: {'WARNING: ' if drift.drifted else ''}{drift.summary()}")
+    if production is not None:
+        print(f"validate: {'WARNING: ' if drift.drifted else ''}{drift.summary()}")
     print(f"validate: {counts['accepted']} accepted ({counts['accepted_cat']} cat, {counts['accepted_dog']} dog), "
           f"{counts['rejected']} rejected; report: {out_dir / 'data_docs' / 'index.html'}")
     return ValidationResult(accepted, rejected_frame, counts)

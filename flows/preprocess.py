@@ -17,7 +17,7 @@ from typing import Literal
 from prefect import flow, get_run_logger, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from catdog import preprocess, reuse
+from catdog import preprocess, reuse, testset
 from catdog.config import load_params
 from catdog.files import atomic_dir
 from catdog.paths import project as project_paths
@@ -60,13 +60,14 @@ def preprocess_shards(project_dir: str) -> dict:
 
     params = load_params(project / "params.yaml").preprocess
     paths = project_paths(project)
-    accepted, jobs = preprocess.plan(params, paths.validated)
+    held_out = testset.hashes(paths.testset)
+    accepted, jobs = preprocess.plan(params, paths.validated, held_out)
     logger.info(f"{len(accepted)} images in {len(jobs)} shards")
     with atomic_dir(paths.preprocessed) as folder:
         futures = convert_shard.map(jobs, params=unmapped(params), ingested=unmapped(str(paths.ingested)),
                                     folder=unmapped(str(folder)), cache_dir=unmapped(str(paths.cache)))
         converted = sum(future.result() for future in futures)  # a failed shard raises: nothing is kept
-        counts = preprocess.finish(accepted, params, folder)
+        counts = preprocess.finish(accepted, params, folder, preprocess.held_count(paths.validated, held_out))
     _dvc(project, "--wait-for-lock", "commit", "--force", "preprocess")
     preprocess.array_cache(params, paths.cache).prune(set(accepted["sha256"]))
     reused = reuse.report(paths.cache, "preprocess", len(accepted) - converted, converted)

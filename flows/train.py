@@ -23,7 +23,7 @@ from tasks.stages import run_stage
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 
-@flow(name="train", description="source -> ingest -> validate -> preprocess -> train -> evaluate -> register")
+@flow(name="train", description="source -> ingest -> validate -> testset -> preprocess -> train -> evaluate -> register")
 def train(overrides: dict[str, Any] | None = None, project_dir: str = str(PROJECT_DIR),
           preprocess_runner: TaskRunnerKind = "threads", dask_address: str | None = None) -> dict:
     """`overrides` maps dotted params keys to values, e.g. {"train.epochs": 3}; they are
@@ -40,12 +40,13 @@ def train(overrides: dict[str, Any] | None = None, project_dir: str = str(PROJEC
     source = run_stage("source", project_dir)
     ingest = run_stage("ingest", project_dir)
     validate = run_stage("validate", project_dir)
+    testset = run_stage("testset", project_dir)
     preprocess = fan_out_preprocess(project_dir, preprocess_runner, dask_address)
     trained = run_stage("train", project_dir)
     evaluate = run_stage("evaluate", project_dir)
     register = run_stage("register", project_dir)
 
-    outcomes = [source, ingest, validate, preprocess, trained, evaluate, register]
+    outcomes = [source, ingest, validate, testset, preprocess, trained, evaluate, register]
     publish_run_report(project_dir, outcomes, changes)
     return {"stages": outcomes, "params_changed": {k: list(v) for k, v in changes.items()}}
 

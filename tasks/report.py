@@ -43,6 +43,10 @@ def summary_markdown(project_dir: Path, outcomes: list[dict], changes: dict) -> 
         lines += [f"- {n} × {reason}" for reason, n in reasons.items()]
     lines += ["", "## Test metrics", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {metrics[k]:.4f} |" for k in METRIC_KEYS if k in metrics]
+    if "test_source" in metrics:
+        on_set = metrics["test_source"]
+        lines += ["", f"On the curated test set ({on_set['test_images']} images): accuracy {on_set['accuracy']:.4f} "
+                      f"(cat {on_set['accuracy_cat']:.4f}, dog {on_set['accuracy_dog']:.4f}), ECE {on_set['ece']:.4f}."]
     if changes:
         lines += ["", "## Params changed by this run (written to params.yaml, recorded in dvc.lock)", ""]
         lines += [f"- `{key}`: {old!r} → {new!r}" for key, (old, new) in changes.items()]

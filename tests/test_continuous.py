@@ -107,7 +107,7 @@ def test_new_photos_are_the_only_new_work_and_the_outputs_equal_a_run_from_scrat
         (photos / f"dog/new-{seed}.jpg").write_bytes(image_bytes("dog", (52, 40), "JPEG", seed=seed))
 
     out = run(["dvc", "repro", "preprocess"], project).stdout
-    assert stages_run(out) == ["source", "ingest", "validate", "preprocess"]
+    assert stages_run(out) == ["source", "ingest", "validate", "preprocess"]  # testset: none, unchanged
     assert "3 computed, 22 reused by content hash" in out  # 2 added, 1 changed, 1 removed of 24
     for stage in ("validate", "preprocess"):
         reuse = json.loads((project / f"data/cache/{stage}-reuse.json").read_text())

@@ -15,7 +15,7 @@ import pytest
 from catdog.files import read_json, sha256_file
 from catdog.gate import Verdict
 from catdog.registry import Registry, RegistryError
-from tests.conftest import BIN, env, make_project, run, set_params
+from tests.conftest import BIN, env, image_bytes, make_project, run, set_params
 
 pytestmark = pytest.mark.slow
 
@@ -180,11 +180,17 @@ def test_models_are_loaded_in_safe_mode_so_files_cannot_run_code(tmp_path):
 
 
 def test_predict_refuses_a_tampered_production_model(tmp_path):
+    from catdog.model import build_model
+
     project = make_project(tmp_path / "project")
-    run(["dvc", "repro"], project)
+    build_model(image_size=32).save(tmp_path / "model.keras")
+    Registry(project / "data/registry").register(tmp_path / "model.keras", {
+        "metrics": {"accuracy": 0.9}, "params": {}, "data_fingerprint": "d", "code_revision": "c"},
+        Verdict(True, "test"), compared_with=None)
     model = project / "data/registry/versions/v0001/model.keras"
     model.write_bytes(model.read_bytes()[:-10] + b"0123456789")
-    image = next((project / "data/ingested/images").rglob("*.png"))
+    image = tmp_path / "photo.png"
+    image.write_bytes(image_bytes("dog"))
     result = run(["catdog", "predict", str(image)], project, check=False)
     assert result.returncode == 2
     assert "does not match its registered sha256" in result.stderr

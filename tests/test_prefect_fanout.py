@@ -31,7 +31,7 @@ def _dvc_current(project) -> bool:
 def validated_project(tmp_path):
     project = make_project(tmp_path / "project")
     set_params(project, {"preprocess": {"shard_size": 4, "workers": 2}})  # many shards, two workers
-    run(["dvc", "repro", "validate"], project)
+    run(["dvc", "repro", "validate", "testset"], project)  # everything before preprocess
     return project
 
 

@@ -15,7 +15,7 @@ from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterKey, F
 from catdog.config import ParamsError  # noqa: E402
 from flows.train import train  # noqa: E402
 
-STAGES = ["source", "ingest", "validate", "preprocess", "train", "evaluate", "register"]
+STAGES = ["source", "ingest", "validate", "testset", "preprocess", "train", "evaluate", "register"]
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 
@@ -38,7 +38,7 @@ def test_flow_runs_every_stage_then_skips_them_and_publishes_artifacts(tmp_path)
 
     second = train(project_dir=str(project))
     # the source is listed on every run; nothing changed, so nothing after it ran
-    assert [s["ran"] for s in second["stages"]] == [True] + [False] * 6
+    assert [s["ran"] for s in second["stages"]] == [True] + [False] * 7
 
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
@@ -66,10 +66,11 @@ def test_transient_failure_is_retried(tmp_path):
     # The first attempt of ingest is killed as an OOM killer would; the retry must succeed.
     killed_once = "sh -c 'if [ ! -e .killed-once ]; then touch .killed-once; kill -9 $$; fi; catdog ingest'"
     (project / "dvc.yaml").write_text(dvc_yaml.replace("cmd: catdog ingest", f"cmd: {killed_once}", 1))
+    set_params(project, {"validate": {"min_images": 10_000}})  # then a user error ends the run (no training)
     state = train(project_dir=str(project), return_state=True)
-    assert state.is_completed()
-    ingest_run = next(t for t in _task_runs(state.state_details.flow_run_id) if t.name == "ingest")
-    assert ingest_run.run_count == 2
+    task_runs = {t.name: t for t in _task_runs(state.state_details.flow_run_id)}
+    assert task_runs["ingest"].run_count == 2 and task_runs["ingest"].state.is_completed()
+    assert task_runs["validate"].run_count == 1 and "train" not in task_runs
     assert (project / ".killed-once").exists()
 
 
