@@ -32,11 +32,12 @@ def _params(args):
 
 def cmd_source(args) -> None:
     params, paths = _params(args), _paths(args)
-    from catdog import lockfile, source, testset
+    from catdog import lockfile, source
 
     lockfile.keep_good_copy(paths)
     source.run(params.ingest, params.source_path(paths.root), paths.source_manifest, paths.cache)
-    testset.list_source(params, params.test_source_path(paths.root), paths.test_source_manifest, paths.cache)
+    source.list_test_source(params.ingest, params.test_source_path(paths.root), paths.test_source_manifest,
+                            paths.cache)
 
 
 def cmd_testset(args) -> None:

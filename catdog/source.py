@@ -210,6 +210,16 @@ def run(params: IngestParams, source: Path | None, manifest_file: Path, cache_di
     return SourceResult(len(listing), changes, cache.hashed, held_back)
 
 
+def list_test_source(params: IngestParams, test_source: Path | None, manifest_file: Path, cache_dir: Path) -> None:
+    """The manifest of evaluate.test_source (empty without one), so DVC sees the curated set change."""
+    cache = StatCache(cache_dir / "test-source-stat.tsv")
+    listing = (list_source(test_source, params, cache) if test_source is not None
+               else pd.DataFrame(columns=MANIFEST_COLUMNS))
+    with atomic_path(manifest_file) as tmp:
+        listing.to_csv(tmp, index=False)
+    cache.save()
+
+
 def _is_tar(path: Path) -> bool:
     import tarfile
 

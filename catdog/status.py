@@ -12,10 +12,10 @@ from catdog.paths import ProjectPaths
 
 def describe(params: Params, paths: ProjectPaths) -> str:
     from catdog.report import dvc_status
-    from catdog.source import StatCache, changes_between, list_source, read_manifest, source_name
+    from catdog.source import STAT_CACHE, StatCache, changes_between, list_source, read_manifest, source_name
 
     source = params.source_path(paths.root)
-    listing = list_source(source, params.ingest, StatCache(paths.cache / "source-stat.tsv"))  # cache not saved
+    listing = list_source(source, params.ingest, StatCache(paths.cache / STAT_CACHE))  # cache not saved
     last = read_manifest(paths.source_manifest)
     changes = changes_between(last, listing)
     lines = [f"source    {source_name(source)}: {len(listing):,} files"]

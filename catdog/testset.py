@@ -19,23 +19,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from catdog import ingest, preprocess, source, validate
+from catdog import ingest, preprocess, validate
 from catdog.config import Params
 from catdog.errors import CatdogError
-from catdog.files import atomic_dir, atomic_path, read_json, write_json
+from catdog.files import atomic_dir, read_json, write_json
 
 INDEX_COLUMNS = ["path", "label", "sha256", "shard", "offset"]
 SHARD_SIZE = 512
-
-
-def list_source(params: Params, test_source: Path | None, manifest_file: Path, cache_dir: Path) -> None:
-    """The source stage's manifest of the test set (empty without one), so DVC sees it change."""
-    stat_cache = source.StatCache(cache_dir / "test-source-stat.tsv")
-    listing = (source.list_source(test_source, params.ingest, stat_cache) if test_source is not None
-               else pd.DataFrame(columns=source.MANIFEST_COLUMNS))
-    with atomic_path(manifest_file) as tmp:
-        listing.to_csv(tmp, index=False)
-    stat_cache.save()
 
 
 def run(params: Params, test_source: Path | None, snapshot: pd.DataFrame | None, out_dir: Path,
