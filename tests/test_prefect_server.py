@@ -132,6 +132,9 @@ def test_deploy_schedule_and_run_nightly_with_a_worker(tmp_path, server):
     print(f"nightly summary after adding two photos:\n{summary}")
     assert "2 new photos (1 cat, 1 dog), 0 removed, 0 changed" in summary
     assert "| ingest | ran |" in summary and "| train | ran |" in summary
+    for stage in ("validate", "preprocess"):  # only the new photos were decoded and converted again
+        reuse = json.loads((project / f"data/cache/{stage}-reuse.json").read_text())
+        assert reuse["computed"] <= 2 and reuse["reused"] >= 20, (stage, reuse)
     models = json.loads(run(["catdog", "models", "list", "--json"], project).stdout)
     assert [m["version"] for m in models] == ["v0001", "v0002"]
     print(f"end-to-end Prefect server test wall time: {time.monotonic() - started:.0f} s")
