@@ -132,20 +132,20 @@ class Params:
 
     def source_path(self, project_dir: Path) -> Path | None:
         """The ingest source as a path, or None for the embedded data set."""
-        if self.ingest.source == EMBEDDED_SOURCE:
-            return None
-        path = Path(self.ingest.source).expanduser()
-        return path if path.is_absolute() else project_dir / path
+        return None if self.ingest.source == EMBEDDED_SOURCE else _in_project(self.ingest.source, project_dir)
 
     def test_source_path(self, project_dir: Path) -> Path | None:
         """evaluate.test_source as a path, or None without a curated test set."""
-        if self.evaluate.test_source is None:
-            return None
-        path = Path(self.evaluate.test_source).expanduser()
-        return path if path.is_absolute() else project_dir / path
+        return None if self.evaluate.test_source is None else _in_project(self.evaluate.test_source, project_dir)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _in_project(value: str, project_dir: Path) -> Path:
+    """A path from params.yaml: `~` expanded, relative ones relative to the project folder."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else project_dir / path
 
 
 SECTIONS: dict[str, type] = typing.get_type_hints(Params)  # section name -> its dataclass

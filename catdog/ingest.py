@@ -62,14 +62,6 @@ class Entry:
         return self.known or hashlib.sha256(self.data).hexdigest()
 
 
-def stat_key(path: Path) -> tuple[int, int, int] | None:
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        return None
-    return info.st_ino, info.st_mtime_ns, info.st_size
-
-
 @dataclass(frozen=True)
 class IngestResult:
     manifest: pd.DataFrame
@@ -157,6 +149,15 @@ def embedded_entries() -> Iterator[Entry]:
         yield Entry(f"{label}/animal-mnist-{index:05d}.png", buffer.getvalue())
 
 
+def _untouched(path: Path, key: tuple[int, int, int]) -> bool:
+    from catdog.source import stat_key
+
+    try:
+        return stat_key(path.stat()) == key
+    except FileNotFoundError:
+        return False
+
+
 def folder_entries(folder: Path, params: IngestParams, snapshot: pd.DataFrame | None = None,
                    hashed: dict | None = None) -> Iterator[Entry]:
     """The folder's files; with a snapshot (the source stage's manifest), exactly the files it lists,
@@ -172,7 +173,7 @@ def folder_entries(folder: Path, params: IngestParams, snapshot: pd.DataFrame | 
     hashed = hashed or {}
     for name, path in names:
         known = hashed.get(name)
-        if known and name in listed and known[1] == listed[name] and stat_key(path) == known[0]:
+        if known and name in listed and known[1] == listed[name] and _untouched(path, known[0]):
             yield Entry(name, known=known[1])
         elif not path.is_file():
             yield Entry(name, refused="removed after the source was listed (the next run will not list it)"

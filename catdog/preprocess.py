@@ -61,18 +61,19 @@ class ShardJob:
 
 
 def plan(params: PreprocessParams, validated: Path, held_out: set[str] = frozenset()
-         ) -> tuple[pd.DataFrame, list[ShardJob]]:
-    """Every accepted image with its split, shard and offset, and the shards to write; images whose
-    content is in `held_out` (the curated test set) are left out."""
+         ) -> tuple[pd.DataFrame, list[ShardJob], int]:
+    """Every accepted image with its split, shard and offset, the shards to write, and how many
+    accepted images were left out because their content is in `held_out` (the curated test set)."""
     accepted = pd.read_csv(validated / "accepted.csv", dtype={"path": str, "sha256": str})
-    accepted = accepted[~accepted["sha256"].isin(held_out)]
+    in_test_set = accepted["sha256"].isin(held_out)
+    accepted = accepted[~in_test_set]
     accepted["split"] = [split_of(h, params.val_fraction, params.test_fraction) for h in accepted["sha256"]]
     accepted = accepted.sort_values(["split", "sha256"], ignore_index=True)
     position = accepted.groupby("split").cumcount().to_numpy()
     accepted["shard"], accepted["offset"] = position // params.shard_size, position % params.shard_size
     jobs = [ShardJob(split, int(number), tuple(rows["path"]), tuple(rows["sha256"]))
             for (split, number), rows in accepted.groupby(["split", "shard"], sort=True)]
-    return accepted, jobs
+    return accepted, jobs, int(in_test_set.sum())
 
 
 def array_cache(params: PreprocessParams, cache_dir: Path) -> reuse.ArrayCache:
@@ -122,20 +123,13 @@ def finish(accepted: pd.DataFrame, params: PreprocessParams, folder: Path, held_
     return counts
 
 
-def held_count(validated: Path, held_out: set[str]) -> int:
-    """How many accepted images the curated test set holds."""
-    if not held_out:
-        return 0
-    return int(pd.read_csv(validated / "accepted.csv", dtype={"sha256": str})["sha256"].isin(held_out).sum())
-
-
 def run(params: PreprocessParams, validated: Path, ingested: Path, out_dir: Path, progress: bool = True,
         cache_dir: Path | None = None, held_out: set[str] = frozenset()) -> PreprocessResult:
     """Convert every accepted image; with `cache_dir`, images converted in an earlier run (same content,
     size, resize and image code) are read back instead, and the cache keeps this run's images only."""
     from tqdm import tqdm
 
-    accepted, jobs = plan(params, validated, held_out)
+    accepted, jobs, held = plan(params, validated, held_out)
     cache = array_cache(params, cache_dir) if cache_dir else None
     cached = {sha for sha in accepted["sha256"] if cache and cache.has(sha)}
     todo = [path for job in jobs for path, sha in zip(job.paths, job.sha256s) if sha not in cached]
@@ -159,7 +153,7 @@ def run(params: PreprocessParams, validated: Path, ingested: Path, out_dir: Path
                 shard.append(image)
                 bar.update()
             _save(job, shard, tmp)
-        counts = finish(accepted, params, tmp, held_out=held_count(validated, held_out))
+        counts = finish(accepted, params, tmp, held_out=held)
     print(f"preprocess: {counts} at {params.image_size}x{params.image_size} ({params.resize}) -> {out_dir}")
     if cache:
         cache.prune(set(accepted["sha256"]))

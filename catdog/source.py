@@ -83,6 +83,11 @@ def walk_files(folder: Path) -> Iterator[tuple[str, Path]]:
     return ((name, Path(entry.path)) for name, entry in walk_entries(folder))
 
 
+def stat_key(stat: os.stat_result) -> tuple[int, int, int]:
+    """(inode, mtime, size): what says a file is untouched since it was hashed."""
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
 class StatCache:
     """sha256 by (path, inode, mtime, size): a file untouched since it was hashed is not read again."""
 
@@ -95,7 +100,7 @@ class StatCache:
         self.seen: dict[str, tuple[tuple[int, int, int], str]] = {}
 
     def sha256(self, name: str, path: Path, stat: os.stat_result) -> str:
-        key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        key = stat_key(stat)
         cached = self.entries.get(name)
         digest = cached[1] if cached and cached[0] == key else None
         if digest is None:

@@ -22,7 +22,7 @@ import pandas as pd
 from catdog import ingest, preprocess, validate
 from catdog.config import Params
 from catdog.errors import CatdogError
-from catdog.files import atomic_dir, read_json, write_json
+from catdog.files import atomic_dir, write_json
 
 INDEX_COLUMNS = ["path", "label", "sha256", "shard", "offset"]
 SHARD_SIZE = 512
@@ -72,7 +72,3 @@ def hashes(out_dir: Path) -> set[str]:
     index = out_dir / "test" / "index.csv"
     return set(pd.read_csv(index, dtype={"sha256": str})["sha256"]) if index.exists() else set()
 
-
-def has_images(out_dir: Path) -> bool:
-    meta = out_dir / "meta.json"
-    return meta.exists() and read_json(meta)["images"] > 0

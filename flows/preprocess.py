@@ -60,14 +60,13 @@ def preprocess_shards(project_dir: str) -> dict:
 
     params = load_params(project / "params.yaml").preprocess
     paths = project_paths(project)
-    held_out = testset.hashes(paths.testset)
-    accepted, jobs = preprocess.plan(params, paths.validated, held_out)
+    accepted, jobs, held = preprocess.plan(params, paths.validated, testset.hashes(paths.testset))
     logger.info(f"{len(accepted)} images in {len(jobs)} shards")
     with atomic_dir(paths.preprocessed) as folder:
         futures = convert_shard.map(jobs, params=unmapped(params), ingested=unmapped(str(paths.ingested)),
                                     folder=unmapped(str(folder)), cache_dir=unmapped(str(paths.cache)))
         converted = sum(future.result() for future in futures)  # a failed shard raises: nothing is kept
-        counts = preprocess.finish(accepted, params, folder, preprocess.held_count(paths.validated, held_out))
+        counts = preprocess.finish(accepted, params, folder, held)
     _dvc(project, "--wait-for-lock", "commit", "--force", "preprocess")
     preprocess.array_cache(params, paths.cache).prune(set(accepted["sha256"]))
     reused = reuse.report(paths.cache, "preprocess", len(accepted) - converted, converted)
