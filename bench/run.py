@@ -168,7 +168,7 @@ def bench_train(photo_dir: Path, shards: Path, steps: int, pairs: int) -> dict:
 
     from catdog.model import build_model
     from catdog.shards import ShardReader
-    from catdog.train import ShardBatches
+    from catdog.batches import ShardBatches
 
     batch = 32
     reader = ShardReader(shards / "train")
@@ -205,7 +205,7 @@ def bench_input_wait(shards: Path, steps: int, pairs: int, sizes=(64, 128, 256))
 
     from catdog.model import build_model
     from catdog.shards import ShardReader
-    from catdog.train import ShardBatches, augmentation
+    from catdog.batches import ShardBatches, augmentation
 
     class Prepared(keras.utils.PyDataset):
         """The same batches, made beforehand: the same input path into fit, with no work per batch."""

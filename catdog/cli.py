@@ -144,8 +144,9 @@ def cmd_predict(args) -> int:
     from catdog.registry import Registry
 
     loaded = load_for_prediction(Registry(_paths(args).registry), args.model, args.precision)
+    flip = loaded.flip_tta if args.flip_tta is None else args.flip_tta
     results = predict_files(loaded.model, [Path(p) for p in args.paths], loaded.image_size, loaded.resize,
-                            loaded.threshold)
+                            loaded.threshold, flip=flip)
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=2))
     else:
@@ -273,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true")
     predict.add_argument("--precision", default="trained", choices=("trained", "auto", "float32", "mixed_bfloat16"),
                          help="compute in the precision the model was trained in (default), or this one")
+    predict.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=None,
+                         help="average each image's p(dog) with its mirror image's (default: as the model's run "
+                              "evaluated, params evaluate.flip_tta)")
     predict.add_argument("paths", nargs="+")
     predict.set_defaults(handler=cmd_predict)
 

@@ -90,6 +90,17 @@ class TrainParams:
     precision: str = _knob("auto", choices=("auto", "float32", "mixed_bfloat16"),
                            help="auto: mixed_bfloat16 where the CPU (avx512_bf16, amx_bf16) or GPU has native "
                                 "bfloat16, float32 elsewhere")
+    # Levers for time to accuracy (issue 16), each off by default: see docs/photos-recipe.md.
+    lr_schedule: str = _knob("constant", choices=("constant", "linear", "cosine"),
+                             help="decay each phase's rate to zero at the end of training: at train.max_minutes "
+                                  "when set, else after the last planned epoch")
+    label_smoothing: float = _knob(0.0, min=0.0, max=0.5, help="binary cross-entropy against labels pulled this "
+                                                               "far towards 0.5")
+    ema_momentum: float | None = _knob(None, min=0.0, max=0.9999, help="keep an exponential moving average of the "
+                                                                       "weights (e.g. 0.99); the model saved is the average")
+    random_resized_crop: float | None = _knob(None, min=0.05, max=1.0,
+                                              help="with augment: random crops of at least this share of the "
+                                                   "area, aspect 3/4 to 4/3, resized back (instead of zoom and shift)")
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,8 @@ class EvaluateParams:
     misclassified_shown: int = _knob(16, min=0, max=100)
     test_source: str | None = _knob(None, help="a fixed, curated test set (folder or archive) never trained on; "
                                                 "the gate then judges on it")
+    flip_tta: bool = _knob(False, help="p(dog) of each image averaged with its mirror image's (test-time "
+                                       "augmentation); predict and serve follow the model's own setting")
 
 
 @dataclass(frozen=True)
@@ -209,6 +222,7 @@ def parse_params(raw: Any, project_dir: Path | None = None) -> Params:
     if params.preprocess.val_fraction + params.preprocess.test_fraction >= 0.9:
         raise ParamsError("preprocess.val_fraction + preprocess.test_fraction: must leave at least 10% to train")
     _check_warmup(params.train, params.preprocess.image_size)
+    _check_levers(params.train)
     if project_dir is not None:
         source = params.source_path(project_dir)
         if source is not None and not source.exists():
@@ -231,6 +245,18 @@ def _check_warmup(train: TrainParams, image_size: int) -> None:
             raise ParamsError(f"train.warmup_sizes: {list(train.warmup_sizes)} do not fit preprocess.image_size "
                               f"{image_size} (fix: multiples of 8, smallest first, each dividing the next and the "
                               f"full size, e.g. [{image_size // 4}, {image_size // 2}])")
+
+
+def _check_levers(train: TrainParams) -> None:
+    """Options that would silently undo each other."""
+    if train.lr_schedule != "constant" and train.reduce_lr_patience:
+        raise ParamsError("train.lr_schedule: a decay to zero and train.reduce_lr_patience both set the learning "
+                          "rate (fix: set train.reduce_lr_patience to null, or train.lr_schedule to constant)")
+    if train.ema_momentum is not None and train.early_stopping_patience:
+        raise ParamsError("train.ema_momentum: early stopping would restore a best epoch's raw weights over the "
+                          "average (fix: set train.early_stopping_patience to null, or train.ema_momentum to null)")
+    if train.random_resized_crop is not None and not train.augment:
+        raise ParamsError("train.random_resized_crop: is part of the augmentation (fix: set train.augment to true)")
 
 
 def apply_overrides(raw: dict, overrides: dict[str, Any]) -> dict:

@@ -80,10 +80,11 @@ def _rounded(metrics: dict) -> dict:
 def _answers(model, reader: ShardReader, params: EvaluateParams) -> tuple[np.ndarray, pd.DataFrame]:
     """p(dog) of every image of `reader`, and the table of answers (path, actual, predicted, p_dog)."""
     from catdog.model import predict_p_dog
-    from catdog.train import ShardBatches
+    from catdog.batches import ShardBatches
 
     batches = ShardBatches(reader, params.batch_size, shuffle=False)
-    p_dog = predict_p_dog(model, (batches[i][0] for i in range(len(batches)))) if len(reader) else np.zeros(0)
+    p_dog = predict_p_dog(model, (batches[i][0] for i in range(len(batches))), params.flip_tta) if len(reader) \
+        else np.zeros(0)
     predicted = np.where(p_dog >= params.threshold, "dog", "cat")
     return p_dog, reader.index[["path", "label"]].rename(columns={"label": "actual"}).assign(
         predicted=predicted, p_dog=p_dog.round(4))

@@ -29,6 +29,7 @@ class LoadedModel:
     image_size: int
     resize: str
     threshold: float
+    flip_tta: bool = False  # its run evaluated with test-time flips: predict the same way
 
 
 def load_for_prediction(registry, ref: str, precision: str = "trained") -> LoadedModel:
@@ -40,14 +41,15 @@ def load_for_prediction(registry, ref: str, precision: str = "trained") -> Loade
 
     model_file = Path(ref)
     if model_file.suffix == ".keras" and model_file.exists():
-        model, version, resize, threshold = load_model(model_file), str(model_file), "stretch", 0.5
+        model, version, resize, threshold, flip = load_model(model_file), str(model_file), "stretch", 0.5, False
     else:
         card = registry.card(ref)
         model, version = registry.load_model(card["version"]), card["version"]
-        resize, threshold = card["params"]["preprocess"]["resize"], card["params"]["evaluate"]["threshold"]
+        resize, evaluated = card["params"]["preprocess"]["resize"], card["params"]["evaluate"]
+        threshold, flip = evaluated["threshold"], evaluated.get("flip_tta", False)
     if precision != "trained":
         model = with_precision(model, resolve(precision)[0])
-    return LoadedModel(version, model, model.input_shape[1], resize, threshold)
+    return LoadedModel(version, model, model.input_shape[1], resize, threshold, flip)
 
 
 def label_of(p_dog: float, threshold: float) -> str:
@@ -55,8 +57,9 @@ def label_of(p_dog: float, threshold: float) -> str:
 
 
 def predict_files(model, paths: list[Path], image_size: int, resize: str = "stretch",
-                  threshold: float = 0.5, batch_size: int = 32) -> list[Prediction]:
-    """Every readable file gets a prediction; every unreadable one an error, in input order."""
+                  threshold: float = 0.5, batch_size: int = 32, flip: bool = False) -> list[Prediction]:
+    """Every readable file gets a prediction; every unreadable one an error, in input order.
+    With `flip`, p(dog) is averaged over each image and its mirror image."""
     from catdog.model import predict_p_dog
 
     inputs, errors = {}, {}
@@ -68,7 +71,7 @@ def predict_files(model, paths: list[Path], image_size: int, resize: str = "stre
     scores = {}
     if inputs:
         images = np.stack(list(inputs.values()))[..., np.newaxis]
-        p_dog = predict_p_dog(model, (images[i:i + batch_size] for i in range(0, len(images), batch_size)))
+        p_dog = predict_p_dog(model, (images[i:i + batch_size] for i in range(0, len(images), batch_size)), flip)
         scores = dict(zip(inputs, p_dog.tolist()))
     results = []
     for path in map(str, paths):

@@ -40,7 +40,8 @@ def production_answers(registry: Registry, production: str, files: list[Path]) -
         loaded = load_for_prediction(registry, production)
     except (RegistryError, OSError, ValueError) as error:
         return None, str(error)
-    results = predict_files(loaded.model, files, loaded.image_size, loaded.resize, loaded.threshold)
+    results = predict_files(loaded.model, files, loaded.image_size, loaded.resize, loaded.threshold,
+                            flip=loaded.flip_tta)
     unreadable = [r.path for r in results if r.error]
     if unreadable:
         return None, f"{len(unreadable)} test images are unreadable, e.g. {unreadable[0]}"

@@ -161,7 +161,7 @@ class Batcher:
         images = np.stack([item.image for item in batch])[..., np.newaxis]
         try:
             scores = await asyncio.get_running_loop().run_in_executor(
-                self.executor, lambda: predict_p_dog(served.model, [images]))
+                self.executor, lambda: predict_p_dog(served.model, [images], served.flip_tta))
         except Exception as error:
             for item in batch:
                 if not item.answer.done():

@@ -22,14 +22,15 @@ import keras
 import numpy as np
 import pandas as pd
 
+from catdog.batches import ShardBatches, augmentation
 from catdog.config import TrainParams
-from catdog.files import write_json
+from catdog.files import read_json, write_json
 from catdog.model import build_model, carry_weights, load_model
 from catdog.precision import gpu_with_bf16
 from catdog.precision import resolve as resolve_precision
 from catdog.shards import ShardReader
 
-HISTORY_COLUMNS = ["epoch", "image_size", "loss", "accuracy", "val_loss", "val_accuracy"]
+HISTORY_COLUMNS = ["epoch", "image_size", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"]
 
 
 @dataclass(frozen=True)
@@ -49,59 +50,6 @@ def data_fingerprint(preprocessed: Path) -> str:
         path = preprocessed / name
         digest.update(path.read_bytes() if path.exists() else b"")
     return digest.hexdigest()
-
-
-def augmentation(seed: int) -> keras.Sequential:
-    """Random changes a photo can undergo and stay the same animal; input pipeline only, so
-    the model itself stays the spec's. Pixel values stay in 0-255."""
-    layers = keras.layers
-    return keras.Sequential([
-        layers.RandomFlip("horizontal", seed=seed),
-        layers.RandomRotation(0.05, fill_mode="reflect", seed=seed),
-        layers.RandomZoom(0.15, fill_mode="reflect", seed=seed),
-        layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed),
-        layers.RandomContrast(0.2, seed=seed),
-    ], name="augmentation")
-
-
-def downscale(images: np.ndarray, size: int) -> np.ndarray:
-    """(n, S, S, 1) images to (n, size, size, 1) float32 by averaging f x f blocks (S = f * size)."""
-    n, side = images.shape[:2]
-    factor = side // size
-    return images.reshape(n, size, factor, size, factor, 1).mean(axis=(2, 4), dtype=np.float32)
-
-
-class ShardBatches(keras.utils.PyDataset):
-    """(uint8 images, p(dog) labels) batches read from shards; reshuffled each epoch by seed."""
-
-    def __init__(self, reader: ShardReader, batch_size: int, *, shuffle: bool, seed: int = 0, start_epoch: int = 0,
-                 augment: keras.Sequential | None = None, image_size: int | None = None):
-        super().__init__(workers=1, use_multiprocessing=False, max_queue_size=4)
-        self.reader, self.batch_size, self.shuffle, self.seed = reader, batch_size, shuffle, seed
-        self.augment, self.image_size = augment, image_size
-        self.epoch = start_epoch  # a resumed run gets the same order per epoch as an uninterrupted one
-        self.order = self._order()
-
-    def _order(self) -> np.ndarray:
-        if not self.shuffle:
-            return np.arange(len(self.reader))
-        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.reader))
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.reader) / self.batch_size)
-
-    def __getitem__(self, index: int):
-        rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
-        images = self.reader.images(rows)
-        if self.image_size is not None and self.image_size != images.shape[1]:
-            images = downscale(images, self.image_size)
-        if self.augment is not None:
-            images = keras.ops.convert_to_numpy(self.augment(images.astype(np.float32), training=True))
-        return images, self.reader.labels[rows]
-
-    def on_epoch_end(self) -> None:
-        self.epoch += 1
-        self.order = self._order()
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -158,15 +106,23 @@ class TimeBudget(keras.callbacks.Callback):
     at: when the warm-up leaves no room for that, the warm-up ends early (`warmup_over`).
 
     Epochs are estimated from the slowest so far per pixel of input, times the next epoch's
-    pixels (warm-up epochs are smaller)."""
+    pixels (warm-up epochs are smaller). With `spent_file`, the seconds of the completed epochs
+    are kept there, so that a run resumed after a kill has only the rest of its budget."""
 
-    def __init__(self, minutes: float, epoch_sizes: list[int] | None = None):
+    def __init__(self, minutes: float, epoch_sizes: list[int] | None = None, spent_file: Path | None = None):
         super().__init__()
         self.seconds = minutes * 60
         self.epoch_sizes = epoch_sizes or [1]
-        self.started = self.epoch_started = time.perf_counter()
+        self.spent_file = spent_file
+        spent = read_json(spent_file)["seconds"] if spent_file is not None and spent_file.exists() else 0.0
+        self.epoch_started = time.perf_counter()
+        self.started = self.epoch_started - spent
         self.slowest_per_pixel = 0.0
         self.exhausted = self.warmup_over = False
+
+    def used(self) -> float:
+        """The share of the budget used so far."""
+        return (time.perf_counter() - self.started) / self.seconds
 
     def _size(self, epoch: int) -> int:
         return self.epoch_sizes[min(epoch, len(self.epoch_sizes) - 1)]
@@ -180,6 +136,8 @@ class TimeBudget(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self.epoch_started
+        if self.spent_file is not None:
+            write_json(self.spent_file, {"seconds": time.perf_counter() - self.started})
         self.slowest_per_pixel = max(self.slowest_per_pixel, seconds / self._size(epoch) ** 2)
         full, following = self.epoch_sizes[-1], self._size(epoch + 1)
         if following != full and not self._fits(following, full) and self._fits(full):
@@ -188,6 +146,34 @@ class TimeBudget(keras.callbacks.Callback):
         elif not self._fits(following):
             print(f"train: stopping after epoch {epoch + 1}: another would exceed train.max_minutes")
             self.model.stop_training = self.exhausted = True
+
+
+class DecayToZero(keras.callbacks.Callback):
+    """The learning rate falls from the phase's rate to zero as training progresses, linearly or
+    along a half cosine ("Budgeted Training", Li et al., ICLR 2020: robust for any fixed budget).
+    Progress is the share of train.max_minutes used when there is a budget, else the share of
+    the planned steps done (so a resumed run continues where it was)."""
+
+    def __init__(self, shape: str, base_rate: float, steps_per_epoch: int, total_steps: int,
+                 budget: TimeBudget | None):
+        super().__init__()
+        self.shape, self.base_rate, self.budget = shape, base_rate, budget
+        self.steps_per_epoch, self.total_steps = steps_per_epoch, total_steps
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        done = (self.budget.used() if self.budget else
+                (self.epoch * self.steps_per_epoch + batch) / max(1, self.total_steps))
+        self.model.optimizer.learning_rate = self.base_rate * decay_factor(self.shape, done)
+
+
+def decay_factor(shape: str, done: float) -> float:
+    """1 at the start, 0 at the end (done = 1)."""
+    done = min(max(done, 0.0), 1.0)
+    return 1.0 - done if shape == "linear" else 0.5 * (1.0 + math.cos(math.pi * done))
 
 
 class HistoryLog(keras.callbacks.Callback):
@@ -199,7 +185,8 @@ class HistoryLog(keras.callbacks.Callback):
         self.path, self.image_size = path, image_size
 
     def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": epoch + 1, "image_size": self.image_size, **(logs or {})}
+        rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        row = {"epoch": epoch + 1, "image_size": self.image_size, **(logs or {}), "learning_rate": rate}
         pd.DataFrame([row]).reindex(columns=HISTORY_COLUMNS).to_csv(
             self.path, mode="a", header=not self.path.exists(), index=False)
 
@@ -321,8 +308,9 @@ def fit_phases(model: keras.Model, params: TrainParams, plan: list[Phase], preci
     """Each phase's epochs at its image size, the weights carried up between phases; returns the
     model, the full-size throughput and the callbacks that watched the full-size epochs."""
     epoch_sizes = [p.image_size for p in plan for _ in range(p.first_epoch, p.last_epoch)]
-    budget = TimeBudget(params.max_minutes, epoch_sizes) if params.max_minutes else None
-    augment = augmentation(params.seed) if params.augment else None
+    budget = TimeBudget(params.max_minutes, epoch_sizes, run_dir / "budget.json") if params.max_minutes else None
+    augment = augmentation(params.seed, params.random_resized_crop) if params.augment else None
+    steps_per_epoch = math.ceil(len(train) / params.batch_size)
     final_callbacks = optional_callbacks(params, has_validation=len(val) > 0)
     throughput = Throughput(params.batch_size)
     for phase in plan:
@@ -348,6 +336,8 @@ def fit_phases(model: keras.Model, params: TrainParams, plan: list[Phase], preci
                 EpochCheckpoint(run_dir),
                 *([throughput] if is_final else []),
                 *([budget] if budget else []),
+                *([DecayToZero(params.lr_schedule, phase.learning_rate, steps_per_epoch,
+                               len(epoch_sizes) * steps_per_epoch, budget)] if params.lr_schedule != "constant" else []),
                 *(final_callbacks if is_final else []),
             ],
             verbose=1 if sys.stdout.isatty() else 2,
@@ -382,7 +372,7 @@ def save_model(model: keras.Model, params: TrainParams, run_dir: Path, model_dir
 
 def _build(params: TrainParams, phase: Phase, precision: str) -> keras.Model:
     return build_model(phase.image_size, phase.learning_rate, params.dropout, params.flatten_dense_lr_scale,
-                       params.center_inputs, precision)
+                       params.center_inputs, precision, params.label_smoothing, params.ema_momentum)
 
 
 def _grown(model: keras.Model, params: TrainParams, phase: Phase, precision: str) -> keras.Model:

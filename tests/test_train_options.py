@@ -7,7 +7,8 @@ keras = pytest.importorskip("keras")
 
 from catdog.config import TrainParams  # noqa: E402
 from catdog.model import LayerScaledAdam, build_model, load_model  # noqa: E402
-from catdog.train import ShardBatches, augmentation, class_weights, optional_callbacks  # noqa: E402
+from catdog.batches import ShardBatches, augmentation  # noqa: E402
+from catdog.train import class_weights, optional_callbacks  # noqa: E402
 
 
 class _Reader:
@@ -115,7 +116,7 @@ def test_best_epoch_is_restored_even_when_epochs_run_out_first():
 
 
 def test_downscale_averages_blocks():
-    from catdog.train import downscale
+    from catdog.batches import downscale
 
     images = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4, 1)
     small = downscale(images, 2)
