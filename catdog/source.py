@@ -27,6 +27,7 @@ from catdog.files import atomic_path, sha256_file, write_json
 
 MANIFEST_COLUMNS = ["path", "bytes", "sha256"]
 STAT_CACHE = "source-stat.tsv"
+TEST_STAT_CACHE = "test-source-stat.tsv"
 NOT_HASHED = ""  # sha256 of an entry ingest will refuse anyway (not a regular file, too large)
 
 
@@ -217,7 +218,7 @@ def run(params: IngestParams, source: Path | None, manifest_file: Path, cache_di
 
 def list_test_source(params: IngestParams, test_source: Path | None, manifest_file: Path, cache_dir: Path) -> None:
     """The manifest of evaluate.test_source (empty without one), so DVC sees the curated set change."""
-    cache = StatCache(cache_dir / "test-source-stat.tsv")
+    cache = StatCache(cache_dir / TEST_STAT_CACHE)
     listing = (list_source(test_source, params, cache) if test_source is not None
                else pd.DataFrame(columns=MANIFEST_COLUMNS))
     with atomic_path(manifest_file) as tmp:

@@ -12,7 +12,8 @@ from catdog.paths import ProjectPaths
 
 def describe(params: Params, paths: ProjectPaths) -> str:
     from catdog.report import dvc_status
-    from catdog.source import STAT_CACHE, StatCache, changes_between, list_source, read_manifest, source_name
+    from catdog.source import STAT_CACHE, TEST_STAT_CACHE, StatCache, changes_between, list_source, read_manifest, \
+        source_name
 
     source = params.source_path(paths.root)
     listing = list_source(source, params.ingest, StatCache(paths.cache / STAT_CACHE))  # cache not saved
@@ -28,10 +29,16 @@ def describe(params: Params, paths: ProjectPaths) -> str:
                      f"({params.ingest.min_changed_files}), so the next run waits for more")
     else:
         lines.append(f"          {changes.summary()} since the last run: the next run ingests them and retrains")
-        for kind in ("added", "removed", "changed"):
-            names = getattr(changes, kind)
-            if names:
-                lines.append(f"          {kind}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}")
+        lines += _examples(changes)
+    test_source = params.test_source_path(paths.root)
+    if test_source is not None:
+        test_listing = list_source(test_source, params.ingest, StatCache(paths.cache / TEST_STAT_CACHE))
+        test_changes = changes_between(read_manifest(paths.test_source_manifest), test_listing)
+        lines.append(f"test set  {source_name(test_source)} (evaluate.test_source): {len(test_listing):,} files")
+        lines.append("          unchanged since the last run" if not test_changes.count else
+                     f"          {test_changes.summary()} since the last run: the next run scores and gates on "
+                     "the new set")
+        lines += _examples(test_changes) if test_changes.count else []
 
     from catdog.lockfile import damage
 
@@ -48,6 +55,11 @@ def describe(params: Params, paths: ProjectPaths) -> str:
     elif last is not None and not changes.count:
         lines.append("pipeline  up to date: `dvc repro` has nothing to do")
     return "\n".join(lines)
+
+
+def _examples(changes) -> list[str]:
+    return [f"          {kind}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
+            for kind in ("added", "removed", "changed") if (names := getattr(changes, kind))]
 
 
 def _reasons(entries: list) -> str:

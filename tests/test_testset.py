@@ -42,4 +42,7 @@ def test_a_curated_test_set_is_validated_kept_out_of_training_and_the_gate_judge
     assert Registry(project / "data/registry").card("v0002")["judged_on"] == "the curated test set (18 images)"
 
     (curated / "dog" / "late.jpg").write_bytes(image_bytes("dog", (50, 40), "JPEG", seed=790))
+    status = run(["catdog", "status"], project).stdout
+    assert "1 added, 0 removed, 0 changed since the last run: the next run scores and gates" in status, status
+    assert "added: dog/late.jpg" in status
     assert "testset: 19 images" in run(["dvc", "repro", "testset"], project).stdout  # DVC sees the set change
