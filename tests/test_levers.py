@@ -13,7 +13,7 @@ from catdog.batches import RandomResizedCrop, ShardBatches, augmentation  # noqa
 from catdog.config import EvaluateParams, ParamsError, TrainParams, parse_params  # noqa: E402
 from catdog.model import build_model, load_model, predict_p_dog  # noqa: E402
 from catdog.train import DecayToZero, TimeBudget, decay_factor  # noqa: E402
-from tests.conftest import make_project, run  # noqa: E402
+from tests.conftest import REPO, make_project, run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +162,17 @@ def test_predict_follows_the_models_own_flip_tta_setting(tmp_path):
         out = run(["catdog", "predict", "--json", "--model", str(tmp_path / "model-1.keras"), flag, str(photo)],
                   tmp_path).stdout
         assert json.loads(out)[0]["p_dog"] == pytest.approx(answers[flip], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_the_lever_harness_runs_each_configuration_and_tabulates(tmp_path):
+    """bench/levers.py --smoke: the real harness (dvc repro per configuration) on the tiny budget."""
+    out = tmp_path / "levers.json"
+    printed = run(["python", "bench/levers.py", "--smoke", "--seeds", "3", "--levers", "flip_tta", "baseline",
+                   "--out", str(out), "--work", str(tmp_path)], REPO).stdout
+    result = json.loads(out.read_text())
+    assert [r["lever"] for r in result["runs"]] == ["baseline", "flip_tta"]  # scoring-only levers come after
+    baseline, flipped = result["runs"]
+    assert flipped["stage_seconds"] < baseline["stage_seconds"]  # it reused the baseline's training
+    assert flipped["whole_run_minutes"] > baseline["whole_run_minutes"]  # ... and counts it in its whole run
+    assert "| baseline | " in printed and "| flip_tta | " in printed and "missed" in printed
