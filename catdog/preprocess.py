@@ -7,6 +7,7 @@ moves the old ones. Training then never decodes a JPEG again.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -90,16 +91,26 @@ def convert_shard(job: ShardJob, params: PreprocessParams, ingested: Path, folde
                   cache: reuse.ArrayCache | None = None) -> int:
     """Write one shard into `folder` (a fan-out task's unit of work); returns how many images it
     converted (the others came from `cache`)."""
-    images, converted = [], 0
+    convert = partial(_convert, root=ingested, size=params.image_size, resize=params.resize)
+    cached = {sha for sha in job.sha256s if cache and cache.has(sha)}
+    todo = [path for path, sha in zip(job.paths, job.sha256s) if sha not in cached]
+    _save(job, list(_images_of(job, cache, cached, map(convert, todo), convert)), folder)
+    return len(todo)
+
+
+def _images_of(job: ShardJob, cache: reuse.ArrayCache | None, cached: set[str], converted: Iterator[np.ndarray],
+               convert) -> Iterator[np.ndarray]:
+    """The job's images in order: read from `cache` when in `cached`, else the next of `converted`
+    (which then goes into the cache)."""
     for path, sha in zip(job.paths, job.sha256s):
-        image = cache.get(sha) if cache else None
-        if image is None:
-            image, converted = _convert(path, ingested, params.image_size, params.resize), converted + 1
+        if sha in cached:
+            image = cache.get(sha)
+            yield image if image is not None else convert(path)  # None: pruned meanwhile by a concurrent run
+        else:
+            image = next(converted)
             if cache:
                 cache.put(sha, image)
-        images.append(image)
-    _save(job, images, folder)
-    return converted
+            yield image
 
 
 def finish(accepted: pd.DataFrame, params: PreprocessParams, folder: Path, held_out: int = 0) -> dict[str, int]:
@@ -141,15 +152,7 @@ def run(params: PreprocessParams, validated: Path, ingested: Path, out_dir: Path
         converted = convert_all(todo)
         for job in jobs:
             shard = []
-            for path, sha in zip(job.paths, job.sha256s):
-                if sha in cached:
-                    image = cache.get(sha)
-                    if image is None:  # pruned meanwhile by a concurrent run
-                        image = convert(path)
-                else:
-                    image = next(converted)
-                    if cache:
-                        cache.put(sha, image)
+            for image in _images_of(job, cache, cached, converted, convert):
                 shard.append(image)
                 bar.update()
             _save(job, shard, tmp)
