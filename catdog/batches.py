@@ -5,6 +5,8 @@ saved model stays the spec's."""
 from __future__ import annotations
 
 import math
+import threading
+import time
 
 import keras
 import numpy as np
@@ -76,6 +78,7 @@ class ShardBatches(keras.utils.PyDataset):
         self.augment, self.image_size = augment, image_size
         self.epoch = start_epoch  # a resumed run gets the same order per epoch as an uninterrupted one
         self.order = self._order()
+        self.made: list[float] = []  # when each batch the worker thread made was ready, in order (train.InputWait)
 
     def _order(self) -> np.ndarray:
         if not self.shuffle:
@@ -92,6 +95,8 @@ class ShardBatches(keras.utils.PyDataset):
             images = downscale(images, self.image_size)
         if self.augment is not None:
             images = keras.ops.convert_to_numpy(self.augment(images.astype(np.float32), training=True))
+        if threading.current_thread() is not threading.main_thread():  # not Keras' look at the first batches
+            self.made.append(time.perf_counter())
         return images, self.reader.labels[rows]
 
     def on_epoch_end(self) -> None:

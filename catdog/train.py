@@ -94,6 +94,34 @@ class Throughput(keras.callbacks.Callback):
         return round(self.batches * self.batch_size / self.seconds, 2) if self.seconds else 0.0
 
 
+class InputWait(keras.callbacks.Callback):
+    """How long the training steps waited for their batch, as a share of the steps' time.
+
+    Keras' worker thread makes the batches ahead of the steps (ShardBatches, up to 4 ahead) and
+    the steps take them in the order they were made; each records when it was ready. A step asks
+    for its batch when it begins: if the batch was ready later than that, the step waited for the
+    difference. The first step of a fit is left out: it traces the graph before it asks for data."""
+
+    def __init__(self, batches: ShardBatches):
+        super().__init__()
+        self.batches, self.waited, self.stepped, self.steps = batches, 0.0, 0.0, 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._began = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        ended = time.perf_counter()
+        made = self.batches.made[self.steps] if self.steps < len(self.batches.made) else self._began
+        self.steps += 1
+        if self.steps > 1:
+            self.stepped += ended - self._began
+            self.waited += max(0.0, min(made, ended) - self._began)
+
+    @property
+    def share(self) -> float:
+        return self.waited / self.stepped if self.stepped else 0.0
+
+
 def class_weights(labels: np.ndarray) -> dict[int, float]:
     """Inverse-frequency weights (n / (2 * n_class)): each class counts as much in the loss."""
     counts = np.bincount(labels.astype(int), minlength=2)
@@ -269,12 +297,13 @@ def run(params: TrainParams, preprocessed: Path, model_dir: Path, checkpoints: P
           f"batch {params.batch_size}, {strategy.num_replicas_in_sync} replica(s)")
 
     started = time.perf_counter()
-    model, throughput, final_callbacks = fit_phases(model, params, plan, precision, strategy, train, val, run_dir,
-                                                    resumed)
+    model, throughput, final_callbacks, input_wait = fit_phases(model, params, plan, precision, strategy, train, val,
+                                                                run_dir, resumed)
     seconds = time.perf_counter() - started
     restore_best_epoch(model, final_callbacks)
     result = save_model(model, params, run_dir, model_dir, metrics_dir, image_size, seconds, throughput, resumed,
-                        {"data_fingerprint": fingerprint, "precision": precision, "precision_reason": why})
+                        {"data_fingerprint": fingerprint, "precision": precision, "precision_reason": why,
+                         "input_wait_share": input_wait})
     print(f"train: done in {seconds:.0f} s ({result.images_per_second} img/s at full size) -> {model_dir / 'model.keras'}")
     return result
 
@@ -306,13 +335,15 @@ def start_or_resume(params: TrainParams, first: Phase, precision: str, run_dir: 
 def fit_phases(model: keras.Model, params: TrainParams, plan: list[Phase], precision: str, strategy,
                train: ShardReader, val: ShardReader, run_dir: Path, resumed: int):
     """Each phase's epochs at its image size, the weights carried up between phases; returns the
-    model, the full-size throughput and the callbacks that watched the full-size epochs."""
+    model, the full-size throughput, the callbacks that watched the full-size epochs, and the share
+    of each size's step time spent waiting for data."""
     epoch_sizes = [p.image_size for p in plan for _ in range(p.first_epoch, p.last_epoch)]
     budget = TimeBudget(params.max_minutes, epoch_sizes, run_dir / "budget.json") if params.max_minutes else None
     augment = augmentation(params.seed, params.random_resized_crop) if params.augment else None
     steps_per_epoch = math.ceil(len(train) / params.batch_size)
     final_callbacks = optional_callbacks(params, has_validation=len(val) > 0)
     throughput = Throughput(params.batch_size)
+    input_wait = {}
     for phase in plan:
         if resumed >= phase.last_epoch:
             continue
@@ -323,15 +354,19 @@ def fit_phases(model: keras.Model, params: TrainParams, plan: list[Phase], preci
             print(f"train: no time left for the epochs at {phase.image_size}; the weights are carried over")
             continue
         is_final = phase is plan[-1]
+        batches = ShardBatches(train, params.batch_size, shuffle=True, seed=params.seed,
+                               start_epoch=max(phase.first_epoch, resumed), augment=augment,
+                               image_size=phase.image_size)
+        wait = InputWait(batches)
         model.fit(
-            ShardBatches(train, params.batch_size, shuffle=True, seed=params.seed,
-                         start_epoch=max(phase.first_epoch, resumed), augment=augment, image_size=phase.image_size),
+            batches,
             validation_data=ShardBatches(val, params.batch_size, shuffle=False,
                                          image_size=phase.image_size) if len(val) else None,
             epochs=phase.last_epoch,
             initial_epoch=max(phase.first_epoch, resumed),
             class_weight=class_weights(train.labels) if params.class_weight == "balanced" else None,
             callbacks=[
+                wait,
                 HistoryLog(run_dir / "history.csv", phase.image_size),
                 EpochCheckpoint(run_dir),
                 *([throughput] if is_final else []),
@@ -342,7 +377,9 @@ def fit_phases(model: keras.Model, params: TrainParams, plan: list[Phase], preci
             ],
             verbose=1 if sys.stdout.isatty() else 2,
         )
-    return model, throughput, final_callbacks
+        input_wait[phase.image_size] = round(wait.share, 4)
+        print(f"train: at {phase.image_size} px the steps waited for data {wait.share:.1%} of their time")
+    return model, throughput, final_callbacks, input_wait
 
 
 def save_model(model: keras.Model, params: TrainParams, run_dir: Path, model_dir: Path, metrics_dir: Path,

@@ -205,3 +205,31 @@ def test_a_warm_up_cut_short_by_the_budget_still_ends_with_an_epoch_at_full_size
     history = pd.read_csv(tmp_path / "metrics/train_history.csv")
     assert history["epoch"].tolist() == [1, 6] and history["image_size"].tolist() == [8, 32]
     assert load_model(tmp_path / "model/model.keras").input_shape == (None, 32, 32, 1)
+
+
+class _SlowBatches(ShardBatches):
+    """Batches that take `delay` seconds each to make."""
+
+    def __init__(self, delay: float, **kwargs):
+        super().__init__(_Reader(n=16, side=16), 4, shuffle=False, **kwargs)
+        self.delay = delay
+
+    def __getitem__(self, index):
+        import time
+
+        time.sleep(self.delay)
+        return super().__getitem__(index)
+
+
+def test_input_wait_is_the_share_of_step_time_spent_waiting_for_batches():
+    from catdog.train import InputWait
+
+    shares = {}
+    for delay in (0.0, 0.25):
+        keras.utils.set_random_seed(0)
+        model, batches = build_model(16), _SlowBatches(delay)
+        wait = InputWait(batches)
+        model.fit(batches, epochs=2, callbacks=[wait], verbose=0)
+        shares[delay] = wait.share
+    assert shares[0.25] > 0.5  # the 16 px step takes milliseconds: it waits for almost every batch
+    assert shares[0.0] < shares[0.25] / 2
