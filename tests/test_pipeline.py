@@ -27,7 +27,8 @@ def test_repro_produces_every_output_then_skips_then_reruns_only_downstream(tmp_
         (data / "metrics/validate.json").read_text())["accepted"]
     assert (data / "model/model.keras").exists()
     history = pd.read_csv(data / "metrics/train_history.csv")
-    assert history.columns.tolist() == ["epoch", "image_size", "loss", "accuracy", "val_loss", "val_accuracy"]
+    assert history.columns.tolist() == ["epoch", "image_size", "loss", "accuracy", "val_loss", "val_accuracy",
+                                         "learning_rate"]
     assert len(history) == 1
     metrics = json.loads((data / "metrics/evaluate.json").read_text())
     for key in ["accuracy", "precision", "recall", "f1", "roc_auc", "loss", "confusion", "ece",
