@@ -24,12 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from catdog.workspace import BIN, REPO, SHARED_ZIP, TINY_BUDGET, copy_project, set_params, tool_env
 
-from catdog.workspace import BIN, TINY_BUDGET, copy_project, set_params, tool_env  # noqa: E402
-
-SHARED_ZIP = REPO.parent / "shared" / "data" / "dogs-vs-cats-2000.zip"
 RESULTS = REPO / "bench" / "results"
 
 # docs/photos-recipe.md's command, as params

@@ -24,9 +24,8 @@ import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-from catdog.workspace import TINY_BUDGET, copy_project, set_params, tool_env as env
+from catdog.workspace import SHARED_ZIP, TINY_BUDGET, copy_project, set_params, tool_env as env
 
-SHARED_ZIP = REPO.parent / "shared" / "data" / "dogs-vs-cats-2000.zip"
 RESULTS = REPO / "bench" / "results"
 BIN = Path(sys.executable).parent
 SIZE = 256

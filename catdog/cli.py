@@ -143,10 +143,9 @@ def cmd_predict(args) -> int:
     from catdog.predict import load_for_prediction, predict_files
     from catdog.registry import Registry
 
-    loaded = load_for_prediction(Registry(_paths(args).registry), args.model, args.precision)
-    flip = loaded.flip_tta if args.flip_tta is None else args.flip_tta
+    loaded = load_for_prediction(Registry(_paths(args).registry), args.model, args.precision, args.flip_tta)
     results = predict_files(loaded.model, [Path(p) for p in args.paths], loaded.image_size, loaded.resize,
-                            loaded.threshold, flip=flip)
+                            loaded.threshold, flip=loaded.flip_tta)
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=2))
     else:

@@ -32,10 +32,11 @@ class LoadedModel:
     flip_tta: bool = False  # its run evaluated with test-time flips: predict the same way
 
 
-def load_for_prediction(registry, ref: str, precision: str = "trained") -> LoadedModel:
+def load_for_prediction(registry, ref: str, precision: str = "trained", flip_tta: bool | None = None) -> LoadedModel:
     """`ref` is a .keras file, 'production', 'latest' or vNNNN; registry versions are checked
     against their sha256 and use their own run's resize policy and threshold. The model computes
-    in the precision it was trained in, or in `precision` (float32, mixed_bfloat16, or auto)."""
+    in the precision it was trained in, or in `precision` (float32, mixed_bfloat16, or auto), and
+    averages over mirror images as its run evaluated, or as `flip_tta` says."""
     from catdog.model import load_model, with_precision
     from catdog.precision import resolve
 
@@ -49,7 +50,7 @@ def load_for_prediction(registry, ref: str, precision: str = "trained") -> Loade
         threshold, flip = evaluated["threshold"], evaluated.get("flip_tta", False)
     if precision != "trained":
         model = with_precision(model, resolve(precision)[0])
-    return LoadedModel(version, model, model.input_shape[1], resize, threshold, flip)
+    return LoadedModel(version, model, model.input_shape[1], resize, threshold, flip if flip_tta is None else flip_tta)
 
 
 def label_of(p_dog: float, threshold: float) -> str:

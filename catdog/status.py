@@ -38,7 +38,7 @@ def describe(params: Params, paths: ProjectPaths) -> str:
         lines.append("          unchanged since the last run" if not test_changes.count else
                      f"          {test_changes.summary()} since the last run: the next run scores and gates on "
                      "the new set")
-        lines += _examples(test_changes) if test_changes.count else []
+        lines += _examples(test_changes)
 
     from catdog.lockfile import damage
 

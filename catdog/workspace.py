@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED_ZIP = REPO.parent / "shared" / "data" / "dogs-vs-cats-2000.zip"  # real photos beside the project, if any
 BIN = Path(sys.executable).parent
 # Every stage in seconds: 32x32 inputs, 20 images per class, one epoch, any model registered.
 TINY_BUDGET = {

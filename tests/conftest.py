@@ -13,9 +13,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from catdog.workspace import (  # noqa: F401 (re-exported to the tests)
-    BIN, REPO, TINY_BUDGET, copy_project, set_params, tool_env as env)
-
-SHARED_ZIP = REPO.parent / "shared" / "data" / "dogs-vs-cats-2000.zip"
+    BIN, REPO, SHARED_ZIP, TINY_BUDGET, copy_project, set_params, tool_env as env)
 
 TINY = TINY_BUDGET
 
