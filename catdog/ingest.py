@@ -73,7 +73,7 @@ class IngestResult:
 
 def label_from_path(name: str) -> str | None:
     """'cat' or 'dog' from the file name (`cat.1.jpg`) or else the nearest class folder."""
-    parts = PurePosixPath(name).parts
+    parts = name.split("/")  # a relative POSIX name (see safe_member_name)
     match = _LABEL_IN_NAME.match(parts[-1]) if parts else None
     if match:
         return _CLASS_NAMES[match.group(1).lower()]
@@ -84,7 +84,7 @@ def label_from_path(name: str) -> str | None:
 
 
 def junk_reason(name: str) -> str | None:
-    parts = PurePosixPath(name).parts
+    parts = name.split("/")
     if any(part.lower() in _JUNK_DIRS for part in parts) or parts[-1].lower() in _JUNK_NAMES:
         return "OS junk file"
     if any(part.startswith(".") for part in parts):
@@ -149,11 +149,11 @@ def embedded_entries() -> Iterator[Entry]:
         yield Entry(f"{label}/animal-mnist-{index:05d}.png", buffer.getvalue())
 
 
-def _untouched(path: Path, key: tuple[int, int, int]) -> bool:
+def _untouched(path: str | Path, key: tuple[int, int, int]) -> bool:
     from catdog.source import stat_key
 
     try:
-        return stat_key(path.stat()) == key
+        return stat_key(os.stat(path)) == key
     except FileNotFoundError:
         return False
 
@@ -168,14 +168,16 @@ def folder_entries(folder: Path, params: IngestParams, snapshot: pd.DataFrame | 
     if snapshot is None:
         names, listed = walk_files(folder), {}
     else:
-        names, listed = ((name, folder / name) for name in snapshot["path"]), dict(zip(snapshot["path"],
-                                                                                     snapshot["sha256"]))
+        names = ((name, os.path.join(folder, name)) for name in snapshot["path"])
+        listed = dict(zip(snapshot["path"], snapshot["sha256"]))
     hashed = hashed or {}
     for name, path in names:
         known = hashed.get(name)
         if known and name in listed and known[1] == listed[name] and _untouched(path, known[0]):
             yield Entry(name, known=known[1])
-        elif not path.is_file():
+            continue
+        path = Path(path)
+        if not path.is_file():
             yield Entry(name, refused="removed after the source was listed (the next run will not list it)"
                         if name in listed and not path.exists() else "not a regular file")
         elif path.stat().st_size > params.max_file_bytes:
@@ -287,8 +289,9 @@ def run(params: IngestParams, out_dir: Path, source: Path | None, progress: bool
     from tqdm import tqdm
 
     source_name = EMBEDDED_SOURCE if source is None else str(source)
-    rows, skipped, seen = [], [], set()
-    hashed = {name: known for name, known in (hashed or {}).items() if store and store.has(known[1])}
+    rows, skipped, seen, folders = [], [], set(), set()
+    held = store.held() if store else set()
+    hashed = {name: known for name, known in (hashed or {}).items() if known[1] in held}
     with atomic_dir(out_dir) as tmp:
         entries = _read_all(source_entries(params, source, snapshot, hashed), source_name)
         for entry in tqdm(entries, desc="ingest", unit="file", disable=not progress):
@@ -303,16 +306,19 @@ def run(params: IngestParams, out_dir: Path, source: Path | None, progress: bool
                 continue
             seen.add(entry.name)
             relative = f"images/{entry.name}"
-            target = tmp / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
+            target = os.path.join(tmp, relative)  # a string: pathlib cost more than the link itself
+            if os.path.dirname(target) not in folders:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                folders.add(os.path.dirname(target))
             if store:
                 if entry.data is not None:
                     store.put(entry.sha256, entry.data)
                 store.link(entry.sha256, target)
             else:
-                target.write_bytes(entry.data)
+                with open(target, "wb") as f:
+                    f.write(entry.data)
             rows.append({"path": relative, "label": label, "sha256": entry.sha256,
-                         "bytes": target.stat().st_size, "source": entry.name})
+                         "bytes": os.stat(target).st_size, "source": entry.name})
         manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
         manifest, capped = cap_per_class(manifest, params.max_per_class)
         for path in capped:

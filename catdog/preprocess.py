@@ -68,11 +68,11 @@ def plan(params: PreprocessParams, validated: Path, held_out: set[str] = frozens
     accepted = pd.read_csv(validated / "accepted.csv", dtype={"path": str, "sha256": str})
     in_test_set = accepted["sha256"].isin(held_out)
     accepted = accepted[~in_test_set]
-    accepted["split"] = [split_of(h, params.val_fraction, params.test_fraction) for h in accepted["sha256"]]
+    accepted["split"] = [split_of(h, params.val_fraction, params.test_fraction) for h in accepted["sha256"].tolist()]
     accepted = accepted.sort_values(["split", "sha256"], ignore_index=True)
     position = accepted.groupby("split").cumcount().to_numpy()
     accepted["shard"], accepted["offset"] = position // params.shard_size, position % params.shard_size
-    jobs = [ShardJob(split, int(number), tuple(rows["path"]), tuple(rows["sha256"]))
+    jobs = [ShardJob(split, int(number), tuple(rows["path"].tolist()), tuple(rows["sha256"].tolist()))
             for (split, number), rows in accepted.groupby(["split", "shard"], sort=True)]
     return accepted, jobs, int(in_test_set.sum())
 
@@ -92,7 +92,7 @@ def convert_shard(job: ShardJob, params: PreprocessParams, ingested: Path, folde
     """Write one shard into `folder` (a fan-out task's unit of work); returns how many images it
     converted (the others came from `cache`)."""
     convert = partial(_convert, root=ingested, size=params.image_size, resize=params.resize)
-    cached = {sha for sha in job.sha256s if cache and cache.has(sha)}
+    cached = set(job.sha256s) & cache.held() if cache else set()
     todo = [path for path, sha in zip(job.paths, job.sha256s) if sha not in cached]
     _save(job, list(_images_of(job, cache, cached, map(convert, todo), convert)), folder)
     return len(todo)
@@ -142,7 +142,7 @@ def run(params: PreprocessParams, validated: Path, ingested: Path, out_dir: Path
 
     accepted, jobs, held = plan(params, validated, held_out)
     cache = array_cache(params, cache_dir) if cache_dir else None
-    cached = {sha for sha in accepted["sha256"] if cache and cache.has(sha)}
+    cached = set(accepted["sha256"]) & cache.held() if cache else set()
     todo = [path for job in jobs for path, sha in zip(job.paths, job.sha256s) if sha not in cached]
     convert = partial(_convert, root=ingested, size=params.image_size, resize=params.resize)
     workers = min(params.workers, max(1, len(todo) // 128))

@@ -73,25 +73,34 @@ class _FilesByHash:
     def __init__(self, root: Path):
         self.root = root
 
-    def _path(self, sha256: str) -> Path:
-        return self.root / sha256[:2] / sha256
+    def _path(self, sha256: str) -> str:
+        # A string, not a Path: thousands per run, and pathlib's parsing cost more than the I/O.
+        return os.path.join(self.root, sha256[:2], sha256)
 
     def has(self, sha256: str) -> bool:
-        return self._path(sha256).is_file()
+        return os.path.isfile(self._path(sha256))
+
+    def held(self) -> set[str]:
+        """Every hash held, from one listing per sub-folder rather than a stat per file."""
+        if not self.root.is_dir():
+            return set()
+        return {entry.name for sub in os.scandir(self.root) if sub.is_dir()
+                for entry in os.scandir(sub.path) if "." not in entry.name}  # "x.<pid>.partial": being written
 
     def _put(self, sha256: str, data: bytes) -> None:
         path = self._path(sha256)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")
-        tmp.write_bytes(data)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.partial"
+        with open(tmp, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
 
     def _prune(self, keep: set[str]) -> None:
         if self.root.is_dir():
-            for sub in self.root.iterdir():
-                for entry in sub.iterdir():
+            for sub in os.scandir(self.root):
+                for entry in os.scandir(sub.path):
                     if entry.name not in keep:
-                        entry.unlink()
+                        os.unlink(entry.path)
 
 
 class FileStore(_FilesByHash):
@@ -103,7 +112,7 @@ class FileStore(_FilesByHash):
             self._put(sha256, data)
             os.chmod(self._path(sha256), 0o444)  # as DVC does for linked files: no writing through a link
 
-    def link(self, sha256: str, target: Path) -> None:
+    def link(self, sha256: str, target: str | Path) -> None:
         try:
             os.link(self._path(sha256), target)
         except OSError:  # a file system without hard links
@@ -123,7 +132,8 @@ class ArrayCache(_FilesByHash):
 
     def get(self, sha256: str) -> np.ndarray | None:
         try:
-            data = self._path(sha256).read_bytes()
+            with open(self._path(sha256), "rb") as f:
+                data = f.read()
         except FileNotFoundError:
             return None
         if len(data) != self.size * self.size:  # cannot happen with atomic writes; never trust it anyway

@@ -51,17 +51,18 @@ def collect_facts(manifest: pd.DataFrame, root: Path, params: ValidateParams, ca
     `cache` does not know already. bytes and sha256 are the ones ingest recorded."""
     from tqdm import tqdm
 
-    known = {sha: cache.get(sha) for sha in manifest["sha256"]} if cache else {}
-    todo = [(path, sha) for path, sha in zip(manifest["path"], manifest["sha256"]) if known.get(sha) is None]
+    paths, labels, sizes, hashes = (manifest[column].tolist() for column in ("path", "label", "bytes", "sha256"))
+    known = {sha: cache.get(sha) for sha in hashes} if cache else {}
+    todo = [(path, sha) for path, sha in zip(paths, hashes) if known.get(sha) is None]
     work = partial(_decoded_facts, root=root, params=params)
     with process_map(work, min(params.workers, max(1, len(todo) // 64)), chunksize=32) as decode_all:
         decoded = tqdm(decode_all(path for path, _ in todo), total=len(todo), desc="validate", unit="img",
                        disable=not progress)
         known.update((sha, facts) for (_, sha), facts in zip(todo, decoded))
     if cache:
-        cache.save({sha: known[sha] for sha in manifest["sha256"]})
+        cache.save({sha: known[sha] for sha in hashes})
     rows = [{"path": path, "label": label, **known[sha], "bytes": size, "sha256": sha} for path, label, size, sha
-            in zip(manifest["path"], manifest["label"], manifest["bytes"], manifest["sha256"])]
+            in zip(paths, labels, sizes, hashes)]
     return pd.DataFrame(rows, columns=FACT_COLUMNS), len(todo)
 
 
@@ -111,19 +112,21 @@ def _dataset_expectations(params: ValidateParams):
 class _GX:
     """An ephemeral GX context whose Data Docs site is a folder of the project."""
 
-    def __init__(self, docs_dir: Path):
+    def __init__(self, docs_dir: Path, template_cache: Path | None = None):
         import great_expectations as gx
 
         self.gx = gx
-        from great_expectations.data_context.types.base import ProgressBarsConfig
+        from great_expectations.data_context.types.base import (DataContextConfig, InMemoryStoreBackendDefaults,
+                                                                ProgressBarsConfig)
 
-        self.context = gx.get_context(mode="ephemeral")
-        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
-        self.context.add_data_docs_site(site_name="catdog", site_config={
-            "class_name": "SiteBuilder",
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        })
+        from catdog.data_docs import site_config
+
+        # All settings up front: each one changed afterwards re-serialises the whole config.
+        self.context = gx.get_context(mode="ephemeral", project_config=DataContextConfig(
+            store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+            progress_bars=ProgressBarsConfig(globally=False),
+            data_docs_sites={"catdog": site_config(docs_dir, template_cache)},
+        ))
         self.source = self.context.data_sources.add_pandas("images")
 
     def check(self, name: str, frame: pd.DataFrame, expectations) -> list:
@@ -177,7 +180,7 @@ def run(params: ValidateParams, ingested: Path, out_dir: Path, metrics_file: Pat
     candidates = facts[facts["duplicate_of"].isna()].drop(columns=["duplicate_of"]).reset_index(drop=True)
 
     with atomic_dir(out_dir) as tmp:
-        checker = _GX(tmp / "data_docs")
+        checker = _GX(tmp / "data_docs", cache_dir / "data-docs-templates" if cache_dir else None)
         reasons: dict[str, list[str]] = {}
         errors = dict(zip(candidates["path"], candidates["error"]))
         expectations = _row_expectations(params)

@@ -1,4 +1,6 @@
 import json
+import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -62,3 +64,30 @@ def test_an_empty_class_fails(tmp_path):
         path.unlink()
     with pytest.raises(validate.ValidationError, match="no accepted images of class dog"):
         _validate(tmp_path, source)
+
+
+def _pages(docs: Path) -> dict[str, str]:
+    """Every Data Docs page, run ids and timestamps (which differ from run to run) blanked."""
+    stamp = re.compile(r"\b1\d{9}\.\d+|\d{8}T\d{6}\.\d+Z|\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(\+00:00|Z)?"
+                       r"|[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}")
+    return {stamp.sub("*", str(page.relative_to(docs))): stamp.sub("*", page.read_text())
+            for page in sorted(docs.rglob("*.html"))}
+
+
+def test_data_docs_templates_are_compiled_once_and_the_pages_stay_the_same(tmp_path):
+    source = write_images(tmp_path / "src", per_class=10)
+    ingest.run(IngestParams(), tmp_path / "ingested", source, progress=False)
+
+    def run(out: str, cache_dir: Path | None):
+        validate.run(ValidateParams(workers=1), tmp_path / "ingested", tmp_path / out, tmp_path / "metrics.json",
+                     progress=False, cache_dir=cache_dir)
+        return tmp_path / out / "data_docs"
+
+    plain = _pages(run("plain", None))
+    first = run("first", tmp_path / "cache")
+    compiled = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache/data-docs-templates").iterdir()}
+    assert len(compiled) > 10  # index, page and component templates
+    second = run("second", tmp_path / "cache")
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cache/data-docs-templates").iterdir()} == compiled
+    assert _pages(first) == _pages(second) == plain
+    assert any("images" in page for page in plain.values())
