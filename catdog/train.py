@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -133,9 +134,12 @@ class TimeBudget(keras.callbacks.Callback):
     for one epoch at the full size, so that the saved model has trained at the size it is used
     at: when the warm-up leaves no room for that, the warm-up ends early (`warmup_over`).
 
-    Epochs are estimated from the slowest so far per pixel of input, times the next epoch's
-    pixels (warm-up epochs are smaller). With `spent_file`, the seconds of the completed epochs
-    are kept there, so that a run resumed after a kill has only the rest of its budget."""
+    Epochs are estimated per pixel of input, times the next epoch's pixels (warm-up epochs are
+    smaller), from the largest size trained so far: the median of its last three epochs, so that
+    a passing slowdown (another job on the machine) does not cut the rest of the plan for good.
+    Small epochs cost a little more per pixel, so a larger size estimated from a smaller one errs
+    on the safe side. With `spent_file`, the seconds of the completed epochs are kept there, so
+    that a run resumed after a kill has only the rest of its budget."""
 
     def __init__(self, minutes: float, epoch_sizes: list[int] | None = None, spent_file: Path | None = None):
         super().__init__()
@@ -145,7 +149,7 @@ class TimeBudget(keras.callbacks.Callback):
         spent = read_json(spent_file)["seconds"] if spent_file is not None and spent_file.exists() else 0.0
         self.epoch_started = time.perf_counter()
         self.started = self.epoch_started - spent
-        self.slowest_per_pixel = 0.0
+        self.seconds_per_pixel: dict[int, list[float]] = {}  # of each completed epoch, by image size
         self.exhausted = self.warmup_over = False
 
     def used(self) -> float:
@@ -155,8 +159,12 @@ class TimeBudget(keras.callbacks.Callback):
     def _size(self, epoch: int) -> int:
         return self.epoch_sizes[min(epoch, len(self.epoch_sizes) - 1)]
 
+    def _per_pixel(self) -> float:
+        recent = self.seconds_per_pixel[max(self.seconds_per_pixel)][-3:]
+        return statistics.median(recent)
+
     def _fits(self, *sizes: int) -> bool:
-        expected = sum(self.slowest_per_pixel * size**2 for size in sizes)
+        expected = sum(self._per_pixel() * size**2 for size in sizes)
         return time.perf_counter() - self.started + expected <= self.seconds
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -166,7 +174,7 @@ class TimeBudget(keras.callbacks.Callback):
         seconds = time.perf_counter() - self.epoch_started
         if self.spent_file is not None:
             write_json(self.spent_file, {"seconds": time.perf_counter() - self.started})
-        self.slowest_per_pixel = max(self.slowest_per_pixel, seconds / self._size(epoch) ** 2)
+        self.seconds_per_pixel.setdefault(self._size(epoch), []).append(seconds / self._size(epoch) ** 2)
         full, following = self.epoch_sizes[-1], self._size(epoch + 1)
         if following != full and not self._fits(following, full) and self._fits(full):
             print(f"train: ending the warm-up after epoch {epoch + 1} to keep time for an epoch at {full}")

@@ -191,6 +191,21 @@ def test_time_budget_ends_the_warm_up_to_keep_time_for_an_epoch_at_full_size():
     assert not hopeless.model.stop_training
 
 
+def test_time_budget_recovers_from_a_passing_slowdown():
+    from catdog.train import TimeBudget
+
+    budget = TimeBudget(minutes=90 / 60, epoch_sizes=[16, 16, 16, 16, 64])  # a 64 px epoch costs 16x a 16 px one
+    budget.set_model(_StubModel())
+    for epoch, seconds in enumerate([1.0, 5.0, 1.0]):  # the second epoch shared the machine with another job
+        budget.on_epoch_begin(epoch)
+        budget.started -= seconds
+        budget.epoch_started -= seconds
+        budget.on_epoch_end(epoch)
+        # Planning from the slowest epoch (80 s at 64 px) would end the warm-up after the second.
+        assert not budget.model.stop_training and not budget.warmup_over
+    assert budget._per_pixel() * 64**2 == pytest.approx(16.0, rel=0.01)
+
+
 def test_a_warm_up_cut_short_by_the_budget_still_ends_with_an_epoch_at_full_size(tmp_path, monkeypatch):
     import pandas as pd
 
