@@ -66,8 +66,8 @@ def _changes(lever: str, base: dict) -> dict:
 
 
 def _scores_only(lever: str, base: dict) -> bool:
-    """The lever changes only how the model is scored: the run reuses the baseline's training
-    (DVC's run cache), so its whole-run time is the baseline's plus its own."""
+    """The lever changes only how the model is scored: the run reuses the baseline's training (run
+    just before it), so its whole-run time is the baseline's plus its own."""
     return set(_changes(lever, base)) == {"evaluate"}
 
 
@@ -88,7 +88,10 @@ def measure(work: Path, levers: list[str], seeds: list[int], minutes: float, smo
     set_params(project, base)
     base_params = (project / "params.yaml").read_text()
     data_seconds = _repro(project, DATA_STAGES)
-    levers = sorted(levers, key=lambda lever: lever != "baseline")  # scoring-only levers reuse its training
+    # Scoring-only levers right after the baseline, whose training DVC then skips as unchanged (the run
+    # cache cannot bring it back later: train's checkpoints are a persistent output, which DVC never
+    # caches by run).
+    levers = sorted(levers, key=lambda lever: (lever != "baseline", not _scores_only(lever, base)))
     runs = []
     for seed in seeds:
         baseline_seconds = None
