@@ -23,11 +23,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-from catdog.workspace import SHARED_ZIP, TINY_BUDGET, copy_project, set_params, tool_env as env
+from catdog.workspace import BIN, REPO, SHARED_ZIP, TINY_BUDGET, copy_project, set_params, tool_env as env
 
 RESULTS = REPO / "bench" / "results"
-BIN = Path(sys.executable).parent
 SIZE = 256
 
 

@@ -14,22 +14,22 @@ from great_expectations.render.view import DefaultJinjaIndexPageView, DefaultJin
 from jinja2 import FileSystemBytecodeCache
 
 
-def _keep_compiled(view, folder: str | None) -> None:
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        view.env.bytecode_cache = FileSystemBytecodeCache(folder)
+class _KeepsCompiled:
+    """Put before a GX Jinja view: its environment keeps compiled templates in `template_cache`."""
 
-
-class CachedPageView(DefaultJinjaPageView):
     def __init__(self, template_cache: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        _keep_compiled(self, template_cache)
+        if template_cache:
+            Path(template_cache).mkdir(parents=True, exist_ok=True)
+            self.env.bytecode_cache = FileSystemBytecodeCache(template_cache)
 
 
-class CachedIndexPageView(DefaultJinjaIndexPageView):
-    def __init__(self, template_cache: str | None = None, **kwargs) -> None:
-        super().__init__(**kwargs)
-        _keep_compiled(self, template_cache)
+class CachedPageView(_KeepsCompiled, DefaultJinjaPageView):
+    pass
+
+
+class CachedIndexPageView(_KeepsCompiled, DefaultJinjaIndexPageView):
+    pass
 
 
 def site_config(docs_dir: Path, template_cache: Path | None) -> dict:

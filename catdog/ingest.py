@@ -307,9 +307,10 @@ def run(params: IngestParams, out_dir: Path, source: Path | None, progress: bool
             seen.add(entry.name)
             relative = f"images/{entry.name}"
             target = os.path.join(tmp, relative)  # a string: pathlib cost more than the link itself
-            if os.path.dirname(target) not in folders:
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                folders.add(os.path.dirname(target))
+            folder = os.path.dirname(target)
+            if folder not in folders:
+                os.makedirs(folder, exist_ok=True)
+                folders.add(folder)
             if store:
                 if entry.data is not None:
                     store.put(entry.sha256, entry.data)

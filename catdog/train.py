@@ -164,7 +164,7 @@ class TimeBudget(keras.callbacks.Callback):
         return statistics.median(recent)
 
     def _fits(self, *sizes: int) -> bool:
-        expected = sum(self._per_pixel() * size**2 for size in sizes)
+        expected = self._per_pixel() * sum(size**2 for size in sizes)
         return time.perf_counter() - self.started + expected <= self.seconds
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -174,7 +174,8 @@ class TimeBudget(keras.callbacks.Callback):
         seconds = time.perf_counter() - self.epoch_started
         if self.spent_file is not None:
             write_json(self.spent_file, {"seconds": time.perf_counter() - self.started})
-        self.seconds_per_pixel.setdefault(self._size(epoch), []).append(seconds / self._size(epoch) ** 2)
+        size = self._size(epoch)
+        self.seconds_per_pixel.setdefault(size, []).append(seconds / size**2)
         full, following = self.epoch_sizes[-1], self._size(epoch + 1)
         if following != full and not self._fits(following, full) and self._fits(full):
             print(f"train: ending the warm-up after epoch {epoch + 1} to keep time for an epoch at {full}")
