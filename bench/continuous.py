@@ -136,9 +136,12 @@ def bench_incremental(work: Path, photo_dir: Path, added: int = 20, pairs: int =
                              capture_output=True, text=True).stdout
         return json.loads(out.strip().splitlines()[-1])
 
-    def run_seconds(measure: str) -> float:
+    by_stage = {"full": [], "incremental": []}
+
+    def run_seconds(measure: str, kind: str) -> float:
         if measure == "work":
-            return sum(work_seconds().values())
+            by_stage[kind].append(work_seconds())
+            return sum(by_stage[kind][-1].values())
         return _seconds([str(BIN / "dvc"), "repro", "-q", "--no-run-cache", "preprocess"], project)[0]
 
     rows = {"work": {"full": [], "incremental": []}, "dvc_repro": {"full": [], "incremental": []}}
@@ -148,9 +151,9 @@ def bench_incremental(work: Path, photo_dir: Path, added: int = 20, pairs: int =
                 for folder in STAGE_DATA:
                     shutil.rmtree(project / folder, ignore_errors=True)
                 hold_back()
-                rows[measure]["full"].append(run_seconds(measure))
+                rows[measure]["full"].append(run_seconds(measure, "full"))
                 add()
-                rows[measure]["incremental"].append(run_seconds(measure))
+                rows[measure]["incremental"].append(run_seconds(measure, "incremental"))
     finally:
         if aside.exists() and any(aside.rglob("*.jpg")):
             add()
@@ -158,6 +161,8 @@ def bench_incremental(work: Path, photo_dir: Path, added: int = 20, pairs: int =
     for measure, kinds in rows.items():
         full, incremental = statistics.median(kinds["full"]), statistics.median(kinds["incremental"])
         result[measure] = {"full": full, "incremental": incremental, "speedup": full / incremental}
+    result["work"]["by_stage"] = {kind: {stage: statistics.median(run[stage] for run in runs) for stage in runs[0]}
+                                  for kind, runs in by_stage.items()}
     return result
 
 

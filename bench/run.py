@@ -454,6 +454,10 @@ def print_table(results: dict) -> None:
             print(f"| source+ingest+validate+preprocess, {inc['photos'] - inc['added']:,} photos + {inc['added']} new: "
                   f"{label}, incremental vs from scratch (s) | {r['incremental']:.2f} | {r['full']:.2f} | "
                   f"{r['speedup']:.1f}x | >= 10x |")
+        by_stage = inc["work"]["by_stage"]
+        incremental, full = (", ".join(f"{stage} {seconds:.2f}" for stage, seconds in by_stage[kind].items())
+                             for kind in ("incremental", "full"))
+        print(f"| of which, stage work per stage (s) | {incremental} | {full} | | |")
     if "noop_dvc_repro" in results:
         print(f"| no-op dvc repro (s) | {results['noop_dvc_repro']['catdog']:.2f} | | | <= 3 s |")
     if "big_folder" in results:

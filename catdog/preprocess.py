@@ -21,7 +21,7 @@ from catdog.errors import CatdogError
 from catdog.files import atomic_dir, write_json
 from catdog.images import ImageError, load_model_input
 from catdog.parallel import process_map
-from catdog.shards import SPLITS, shard_name, write_shard
+from catdog.shards import SPLITS, ShardWriter, shard_name
 
 
 @dataclass(frozen=True)
@@ -82,9 +82,21 @@ def array_cache(params: PreprocessParams, cache_dir: Path) -> reuse.ArrayCache:
     return reuse.ArrayCache(cache_dir / "preprocess-arrays", key, params.image_size)
 
 
-def _save(job: ShardJob, images: list[np.ndarray], folder: Path) -> None:
+def write_shard(job: ShardJob, params: PreprocessParams, folder: Path, cache: reuse.ArrayCache | None,
+                cached: set[str], converted: Iterator[np.ndarray], convert, on_image=lambda: None) -> None:
+    """Write the job's shard into `folder`, its images in order: copied from `cache` when in `cached`,
+    else the next of `converted` (which then goes into the cache)."""
     (folder / job.split).mkdir(parents=True, exist_ok=True)
-    write_shard(folder / job.name, np.stack(images))
+    with ShardWriter(folder / job.name, len(job.paths), params.image_size) as shard:
+        for path, sha in zip(job.paths, job.sha256s):
+            if sha not in cached:
+                image = next(converted)
+                if cache:
+                    cache.put(sha, image)
+                shard.write(image)
+            elif not cache.copy_to(sha, shard.file):  # pruned meanwhile by a concurrent run
+                shard.write(convert(path))
+            on_image()
 
 
 def convert_shard(job: ShardJob, params: PreprocessParams, ingested: Path, folder: Path,
@@ -94,23 +106,8 @@ def convert_shard(job: ShardJob, params: PreprocessParams, ingested: Path, folde
     convert = partial(_convert, root=ingested, size=params.image_size, resize=params.resize)
     cached = set(job.sha256s) & cache.held() if cache else set()
     todo = [path for path, sha in zip(job.paths, job.sha256s) if sha not in cached]
-    _save(job, list(_images_of(job, cache, cached, map(convert, todo), convert)), folder)
+    write_shard(job, params, folder, cache, cached, map(convert, todo), convert)
     return len(todo)
-
-
-def _images_of(job: ShardJob, cache: reuse.ArrayCache | None, cached: set[str], converted: Iterator[np.ndarray],
-               convert) -> Iterator[np.ndarray]:
-    """The job's images in order: read from `cache` when in `cached`, else the next of `converted`
-    (which then goes into the cache)."""
-    for path, sha in zip(job.paths, job.sha256s):
-        if sha in cached:
-            image = cache.get(sha)
-            yield image if image is not None else convert(path)  # None: pruned meanwhile by a concurrent run
-        else:
-            image = next(converted)
-            if cache:
-                cache.put(sha, image)
-            yield image
 
 
 def finish(accepted: pd.DataFrame, params: PreprocessParams, folder: Path, held_out: int = 0) -> dict[str, int]:
@@ -151,11 +148,7 @@ def run(params: PreprocessParams, validated: Path, ingested: Path, out_dir: Path
             tqdm(total=len(accepted), desc="preprocess", unit="img", disable=not progress) as bar:
         converted = convert_all(todo)
         for job in jobs:
-            shard = []
-            for image in _images_of(job, cache, cached, converted, convert):
-                shard.append(image)
-                bar.update()
-            _save(job, shard, tmp)
+            write_shard(job, params, tmp, cache, cached, converted, convert, bar.update)
         counts = finish(accepted, params, tmp, held_out=held)
     print(f"preprocess: {counts} at {params.image_size}x{params.image_size} ({params.resize}) -> {out_dir}")
     if cache:

@@ -3,11 +3,11 @@ and converts only those.
 
 Three results are kept: the files ingest took in (whose result is the content itself),
 validate's facts about a file (decoded size, format, error) and preprocess's model input array.
-The last two live in a namespace keyed by everything else they depend on: the stage's
-params, catdog/images.py (the code that decodes), Pillow's and numpy's versions. Change any of them and the namespace is a new one, so a stage never reuses a result
-that a run from scratch would compute differently. After a run a store keeps exactly the
-photos of that run (removed photos drop out) and other namespaces are deleted: the cache holds
-one run's worth. Every entry is written atomically: a killed run leaves whole entries or none.
+The last two live in a namespace keyed by everything else they depend on: the stage's params,
+catdog/images.py (the code that decodes), Pillow's and numpy's versions. Change any of them and
+the namespace is a new one, so a stage never reuses a result that a run from scratch would
+compute differently. After a run a store keeps exactly the photos of that run (removed photos
+drop out) and other namespaces are deleted: the cache holds one run's worth. Every entry is written atomically: a killed run leaves whole entries or none.
 The cache lives in data/cache/, outside DVC and git; deleting it only makes the next run slower.
 """
 
@@ -130,15 +130,26 @@ class ArrayCache(_FilesByHash):
         super().__init__(folder / key)
         self.folder, self.key, self.size = folder, key, size
 
-    def get(self, sha256: str) -> np.ndarray | None:
+    def copy_to(self, sha256: str, out) -> bool:
+        """Append the array's bytes to the unbuffered binary file `out`, copied by the kernel rather
+        than through Python (most of an incremental preprocess is this copy); False if not held."""
         try:
-            with open(self._path(sha256), "rb") as f:
-                data = f.read()
+            source = os.open(self._path(sha256), os.O_RDONLY)
         except FileNotFoundError:
-            return None
-        if len(data) != self.size * self.size:  # cannot happen with atomic writes; never trust it anyway
-            return None
-        return np.frombuffer(data, np.uint8).reshape(self.size, self.size)
+            return False
+        try:
+            left = self.size * self.size
+            if os.fstat(source).st_size != left:  # cannot happen with atomic writes; never trust it anyway
+                return False
+            try:
+                while left:
+                    left -= os.copy_file_range(source, out.fileno(), left)
+            except (AttributeError, OSError):  # not Linux, or a file system that refuses: copy through Python
+                os.lseek(source, -left, os.SEEK_END)
+                out.write(os.read(source, left))
+            return True
+        finally:
+            os.close(source)
 
     def put(self, sha256: str, array: np.ndarray) -> None:
         self._put(sha256, np.ascontiguousarray(array, np.uint8).tobytes())

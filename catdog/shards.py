@@ -20,11 +20,35 @@ def shard_name(number: int) -> str:
     return f"images-{number:05d}.npy"
 
 
-def write_shard(path: Path, images: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "wb") as f:
-        np.save(f, images)
-    os.replace(tmp, path)
+class ShardWriter:
+    """One shard written image by image, byte for byte what `np.save` of the stacked images writes,
+    without holding them all in memory. Appears under its name only once complete."""
+
+    def __init__(self, path: Path, count: int, side: int):
+        self.path, self._tmp = path, path.with_name(path.name + ".partial")
+        self.file = open(self._tmp, "wb", buffering=0)  # unbuffered: callers may also append through its fd
+        np.lib.format.write_array_header_1_0(self.file, {"descr": "|u1", "fortran_order": False,
+                                                         "shape": (count, side, side)})
+        self._end = self.file.tell() + count * side * side
+        self._side = side
+
+    def write(self, image: np.ndarray) -> None:
+        if image.shape != (self._side, self._side):
+            raise ValueError(f"{self.path.name}: image of shape {image.shape}, expected {(self._side, self._side)}")
+        self.file.write(np.ascontiguousarray(image, np.uint8).data)
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, kind, *_) -> None:
+        complete = kind is None and self.file.tell() == self._end
+        self.file.close()
+        if complete:
+            os.replace(self._tmp, self.path)
+            return
+        self._tmp.unlink(missing_ok=True)
+        if kind is None:
+            raise RuntimeError(f"{self.path.name}: closed before all its images were written")
 
 
 class ShardReader:

@@ -93,3 +93,24 @@ def test_predict_reports_unreadable_files_and_predicts_the_rest(tmp_path):
     assert [r.error is None for r in results] == [False, True, False]
     assert "not an image" in results[0].error and "not found" in results[2].error
     assert results[1].label in ("cat", "dog")
+
+
+def test_a_shard_written_image_by_image_is_what_np_save_writes_and_appears_only_whole(tmp_path):
+    from catdog.reuse import ArrayCache
+    from catdog.shards import ShardWriter
+
+    images = np.random.default_rng(0).integers(0, 256, (5, 16, 16), dtype=np.uint8)
+    cache = ArrayCache(tmp_path / "cache", "key", 16)
+    for i in (1, 3):
+        cache.put(f"{i:064x}", images[i])
+    with ShardWriter(tmp_path / "shard.npy", 5, 16) as shard:
+        for i, image in enumerate(images):
+            if not cache.copy_to(f"{i:064x}", shard.file):
+                shard.write(image)
+    np.save(tmp_path / "expected.npy", images)
+    assert (tmp_path / "shard.npy").read_bytes() == (tmp_path / "expected.npy").read_bytes()
+
+    with pytest.raises(RuntimeError, match="before all its images"):
+        with ShardWriter(tmp_path / "short.npy", 5, 16) as shard:
+            shard.write(images[0])
+    assert not list(tmp_path.glob("short.npy*"))
