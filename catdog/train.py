@@ -163,9 +163,10 @@ class TimeBudget(keras.callbacks.Callback):
         recent = self.seconds_per_pixel[max(self.seconds_per_pixel)][-3:]
         return statistics.median(recent)
 
-    def _fits(self, *sizes: int) -> bool:
-        expected = self._per_pixel() * sum(size**2 for size in sizes)
-        return time.perf_counter() - self.started + expected <= self.seconds
+    def _fits(self, *sizes: int, after: float | None = None) -> bool:
+        """Whether epochs of `sizes` fit in what is left of the budget now, or `after` seconds into it."""
+        used = time.perf_counter() - self.started if after is None else after
+        return used + self._per_pixel() * sum(size**2 for size in sizes) <= self.seconds
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_started = time.perf_counter()
@@ -177,7 +178,11 @@ class TimeBudget(keras.callbacks.Callback):
         size = self._size(epoch)
         self.seconds_per_pixel.setdefault(size, []).append(seconds / size**2)
         full, following = self.epoch_sizes[-1], self._size(epoch + 1)
-        if following != full and not self._fits(following, full) and self._fits(full):
+        # The full-size epoch is estimated at (full / size)**2 warm-up epochs, so a little noise in
+        # those moves its estimate by more than one warm-up epoch: had it fitted before this epoch,
+        # end the warm-up now (overrunning by at most this epoch) rather than never train at full size.
+        began = self.epoch_started - self.started
+        if following != full and not self._fits(following, full) and self._fits(full, after=began):
             print(f"train: ending the warm-up after epoch {epoch + 1} to keep time for an epoch at {full}")
             self.model.stop_training = self.warmup_over = True
         elif not self._fits(following):

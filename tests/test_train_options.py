@@ -206,6 +206,22 @@ def test_time_budget_recovers_from_a_passing_slowdown():
     assert budget._per_pixel() * 64**2 == pytest.approx(16.0, rel=0.01)
 
 
+def test_a_warm_up_ends_even_when_noise_moved_the_full_size_estimate_past_its_window():
+    from catdog.train import TimeBudget
+
+    budget = TimeBudget(minutes=100.5 / 60, epoch_sizes=[16] * 8 + [64])  # a 64 px epoch costs 16x a 16 px one
+    budget.set_model(_StubModel())
+    for epoch, seconds in enumerate([5.0, 5.0, 5.0, 6.0]):
+        budget.on_epoch_begin(epoch)
+        budget.started -= seconds
+        budget.epoch_started -= seconds
+        budget.on_epoch_end(epoch)
+        # After the third epoch (15 s used) one more warm-up epoch and the 80 s full one still fit;
+        # after the fourth (21 s) the full one alone no longer does, though it would have at 15 s.
+        assert budget.warmup_over == (epoch == 3) and budget.model.stop_training == (epoch == 3)
+    assert not budget.exhausted
+
+
 def test_a_warm_up_cut_short_by_the_budget_still_ends_with_an_epoch_at_full_size(tmp_path, monkeypatch):
     import pandas as pd
 
@@ -214,7 +230,7 @@ def test_a_warm_up_cut_short_by_the_budget_still_ends_with_an_epoch_at_full_size
 
     project = make_project(tmp_path / "project")  # 32 px images
     run(["dvc", "repro", "preprocess"], project)
-    monkeypatch.setattr(train.TimeBudget, "_fits", lambda self, *sizes: len(sizes) == 1)  # one epoch, never two
+    monkeypatch.setattr(train.TimeBudget, "_fits", lambda self, *sizes, **_: len(sizes) == 1)  # one epoch, never two
     params = TrainParams(epochs=1, batch_size=4, warmup_sizes=(8, 16), warmup_epochs=(3, 2), max_minutes=60)
     train.run(params, project / "data/preprocessed", tmp_path / "model", tmp_path / "checkpoints", tmp_path / "metrics")
     history = pd.read_csv(tmp_path / "metrics/train_history.csv")
