@@ -7,8 +7,9 @@ The last two live in a namespace keyed by everything else they depend on: the st
 catdog/images.py (the code that decodes), Pillow's and numpy's versions. Change any of them and
 the namespace is a new one, so a stage never reuses a result that a run from scratch would
 compute differently. After a run a store keeps exactly the photos of that run (removed photos
-drop out) and other namespaces are deleted: the cache holds one run's worth. Every entry is written atomically: a killed run leaves whole entries or none.
-The cache lives in data/cache/, outside DVC and git; deleting it only makes the next run slower.
+drop out) and other namespaces are deleted: the cache holds one run's worth. Every entry is
+written atomically: a killed run leaves whole entries or none. The cache lives in data/cache/,
+outside DVC and git; deleting it only makes the next run slower.
 """
 
 from __future__ import annotations
