@@ -336,12 +336,14 @@ def profile_step() -> dict:
 
 PARTS = ("preprocess", "incremental", "train", "input-wait", "predict", "serve", "noop", "big-folder", "memory",
          "profile")
+SLOW_PARTS = ("incremental-at-scale",)  # only when named: 20,000 generated photos, about 15 minutes
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer images and pairs (a smoke run)")
-    parser.add_argument("--only", nargs="+", choices=PARTS, default=PARTS, help="measure only these parts")
+    parser.add_argument("--only", nargs="+", choices=PARTS + SLOW_PARTS, default=PARTS,
+                        help=f"measure only these parts ({', '.join(SLOW_PARTS)} only when named)")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     quick, parts = args.quick, set(args.only)
@@ -371,6 +373,11 @@ def main() -> None:
         inc = results["incremental"]
         print(f"incremental: stage work {inc['work']['speedup']:.1f}x, dvc repro {inc['dvc_repro']['speedup']:.1f}x",
               flush=True)
+    if "incremental-at-scale" in parts:
+        from continuous import bench_incremental, photo_like_images
+
+        generated = photo_like_images(work / "photo-like-20000", 2_000 if quick else 20_000)
+        results["incremental_at_scale"] = bench_incremental(work, generated, added=20 if quick else 200, pairs=1)
     if "train" in parts or "input-wait" in parts:
         _shards(work, photo_dir)
     if "train" in parts:
@@ -447,11 +454,13 @@ def print_table(results: dict) -> None:
     for size, r in results.get("input_wait", {}).get("sizes", {}).items():
         print(f"| training step at {size}, augmented: share of step time waiting for data (step s) | "
               f"{r['wait_share']:.1%} ({r['step_seconds']:.2f} s) | | | < 5% |")
-    if "incremental" in results:
-        inc = results["incremental"]
+    for key, what in (("incremental", "photos"), ("incremental_at_scale", "generated photos")):
+        if key not in results:
+            continue
+        inc = results[key]
         for measure, label in (("work", "stage work in one process"), ("dvc_repro", "`dvc repro preprocess`")):
             r = inc[measure]
-            print(f"| source+ingest+validate+preprocess, {inc['photos'] - inc['added']:,} photos + {inc['added']} new: "
+            print(f"| source+ingest+validate+preprocess, {inc['photos'] - inc['added']:,} {what} + {inc['added']} new: "
                   f"{label}, incremental vs from scratch (s) | {r['incremental']:.2f} | {r['full']:.2f} | "
                   f"{r['speedup']:.1f}x | >= 10x |")
         by_stage = inc["work"]["by_stage"]
