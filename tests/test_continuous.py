@@ -9,6 +9,7 @@ import time
 
 import pandas as pd
 import pytest
+import yaml
 
 from catdog import ingest, source
 from catdog.config import IngestParams
@@ -172,6 +173,18 @@ def test_nights_of_a_growing_folder_a_killed_run_drift_and_a_vanished_source(fol
     run(["dvc", "repro"], project)
     profile = pd.read_csv(project / "data/registry/versions/v0001/data-profile.csv")
     assert list(profile.columns) == PROFILE_COLUMNS and len(profile) == 24
+    # The stages after ingest follow its manifest, so DVC hashes one file for each, not the image
+    # tree; a hand edit inside the snapshot is still seen, and undone without rerunning them.
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    for stage in ("validate", "preprocess", "register"):
+        deps = {dep["path"] for dep in lock[stage]["deps"]}
+        assert "data/ingested/manifest.csv" in deps and "data/ingested" not in deps, stage
+    edited = sorted((project / "data/ingested/images").rglob("*.jpg"))[0]
+    original = edited.read_bytes()
+    edited.unlink()
+    edited.write_bytes(b"edited by hand")
+    assert "modified:           data/ingested" in run(["dvc", "status", "ingest"], project).stdout
+    assert stages_run(run(["dvc", "repro"], project).stdout) == ["source"] and edited.read_bytes() == original
 
     # night 2: killed during preprocess, then during training; the next run completes it
     for seed in (84, 85):
