@@ -71,7 +71,8 @@ def test_a_failing_shard_keeps_the_previous_output(validated_project):
     victim = sorted((project / "data/ingested/images").rglob("*.*"))[5]
     victim.unlink()  # a hard link into ingest's store: replaced, not written through
     victim.write_bytes(b"not an image any more")  # changed after validation: a shard task fails ...
-    shutil.rmtree(project / "data/cache/preprocess-arrays")  # ... when it has to convert it
+    shutil.rmtree(project / "data/cache/preprocess-arrays")  # ... when it has to convert it, and it
+    set_params(project, {"preprocess": {"shard_size": 5}})  # has to (the stage follows ingest's manifest)
     with pytest.raises(Exception, match=victim.name):
         fan_out_preprocess(str(project), "threads")
     assert _files(output) == before
