@@ -7,9 +7,10 @@ The last two live in a namespace keyed by everything else they depend on: the st
 catdog/images.py (the code that decodes), Pillow's and numpy's versions. Change any of them and
 the namespace is a new one, so a stage never reuses a result that a run from scratch would
 compute differently. After a run a store keeps exactly the photos of that run (removed photos
-drop out) and other namespaces are deleted: the cache holds one run's worth. Every entry is
-written atomically: a killed run leaves whole entries or none. The cache lives in data/cache/,
-outside DVC and git; deleting it only makes the next run slower.
+drop out) and other namespaces are deleted: the cache holds one run's worth. A killed run
+leaves whole entries or none (files are written whole and renamed; a facts line cut short is
+skipped and the file rewritten). The cache lives in data/cache/, outside DVC and git; deleting
+it only makes the next run slower.
 """
 
 from __future__ import annotations
@@ -51,20 +52,31 @@ class FactsCache:
         self.folder, self.key = folder, key
         self.file = folder / f"{key}.jsonl"
         self.facts: dict[str, dict] = {}
+        self.damaged = False
         if self.file.exists():
             for line in self.file.read_text().splitlines():
-                row = json.loads(line)
+                try:
+                    row = json.loads(line)
+                except ValueError:  # the last line of a run killed while appending
+                    self.damaged = True
+                    continue
                 self.facts[row.pop("sha256")] = row
 
     def get(self, sha256: str) -> dict | None:
         return self.facts.get(sha256)
 
     def save(self, facts: dict[str, dict]) -> None:
-        """Keep exactly `facts` (this run's files); other namespaces go."""
+        """Keep exactly `facts` (this run's files); other namespaces go. When no file dropped out,
+        the new facts are appended: a run with a few new photos writes only their lines."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.file) as tmp:
-            tmp.write_text("".join(json.dumps({"sha256": sha, **row}, sort_keys=True) + "\n"
-                                   for sha, row in sorted(facts.items())))
+        lines = lambda rows: "".join(json.dumps({"sha256": sha, **row}, sort_keys=True) + "\n" for sha, row in rows)
+        if self.file.exists() and not self.damaged and self.facts.keys() <= facts.keys():
+            with open(self.file, "a") as f:
+                f.write(lines((sha, row) for sha, row in facts.items() if sha not in self.facts))
+        else:
+            with atomic_path(self.file) as tmp:
+                tmp.write_text(lines(sorted(facts.items())))
+        self.facts, self.damaged = dict(facts), False
         _drop_other_namespaces(self.folder, self.key)
 
 

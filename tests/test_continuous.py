@@ -126,6 +126,30 @@ def test_new_photos_are_the_only_new_work_and_the_outputs_equal_a_run_from_scrat
         assert stored == kept, f"{store} keeps exactly this run's photos"
 
 
+def test_validate_facts_of_new_photos_are_appended_and_removed_ones_drop_out(tmp_path):
+    from catdog.reuse import FactsCache
+
+    def facts(*names):
+        return {name: {"width": len(name)} for name in names}
+
+    FactsCache(tmp_path, "k").save(facts("a", "b"))
+    file = tmp_path / "k.jsonl"
+    inode = file.stat().st_ino
+    cache = FactsCache(tmp_path, "k")
+    cache.save(facts("a", "b", "c"))
+    assert file.stat().st_ino == inode and len(file.read_text().splitlines()) == 3, "new facts are appended"
+    assert FactsCache(tmp_path, "k").facts == facts("a", "b", "c")
+
+    FactsCache(tmp_path, "k").save(facts("a", "c"))
+    assert FactsCache(tmp_path, "k").facts == facts("a", "c"), "a removed photo drops out"
+
+    file.write_text(file.read_text() + '{"sha256": "d", "heig')  # a run killed while appending
+    damaged = FactsCache(tmp_path, "k")
+    assert damaged.facts == facts("a", "c")
+    damaged.save(facts("a", "c", "e"))
+    assert FactsCache(tmp_path, "k").facts == facts("a", "c", "e") and "heig" not in file.read_text()
+
+
 def test_the_same_photo_added_again_under_the_other_label_rejects_both_by_name(folder_project):
     project, photos = folder_project
     run(["dvc", "repro", "validate"], project)
