@@ -5,6 +5,7 @@ need them, so `catdog models list` answers at once."""
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -312,12 +313,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `catdog` program: run one command, then exit."""
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args) or 0
     except CatdogError as error:
         print(f"catdog {args.command}: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        # At exit the interpreter runs the cycle collector over every object the imports made:
+        # 1.5 s after Great Expectations was imported. Frozen objects are skipped.
+        gc.freeze()
 
 
 if __name__ == "__main__":
