@@ -6,6 +6,7 @@ Benchmarks and tests build throw-away projects this way: the pipeline's own file
 
 from __future__ import annotations
 
+import configparser
 import os
 import shutil
 import subprocess
@@ -63,4 +64,13 @@ def copy_project(target: Path, *, git: bool = False) -> Path:
         quietly(str(BIN / "dvc"), "init", "-q")
     else:
         quietly(str(BIN / "dvc"), "init", "-q", "--no-scm")
+    _merge_dvc_config(REPO / ".dvc" / "config", target / ".dvc" / "config")
     return target
+
+
+def _merge_dvc_config(source: Path, target: Path) -> None:
+    """The project's DVC settings (its cache's link types) on top of what `dvc init` wrote."""
+    config = configparser.ConfigParser()
+    config.read([target, source])
+    with open(target, "w") as f:
+        config.write(f)
