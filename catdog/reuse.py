@@ -45,6 +45,10 @@ def _drop_other_namespaces(folder: Path, keep: str) -> None:
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
+def _json_lines(rows) -> str:
+    return "".join(json.dumps({"sha256": sha, **row}, sort_keys=True) + "\n" for sha, row in rows)
+
+
 class FactsCache:
     """validate's facts of each file by content hash: one JSON-lines file per namespace."""
 
@@ -69,13 +73,12 @@ class FactsCache:
         """Keep exactly `facts` (this run's files); other namespaces go. When no file dropped out,
         the new facts are appended: a run with a few new photos writes only their lines."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        lines = lambda rows: "".join(json.dumps({"sha256": sha, **row}, sort_keys=True) + "\n" for sha, row in rows)
         if self.file.exists() and not self.damaged and self.facts.keys() <= facts.keys():
             with open(self.file, "a") as f:
-                f.write(lines((sha, row) for sha, row in facts.items() if sha not in self.facts))
+                f.write(_json_lines((sha, row) for sha, row in facts.items() if sha not in self.facts))
         else:
             with atomic_path(self.file) as tmp:
-                tmp.write_text(lines(sorted(facts.items())))
+                tmp.write_text(_json_lines(sorted(facts.items())))
         self.facts, self.damaged = dict(facts), False
         _drop_other_namespaces(self.folder, self.key)
 
