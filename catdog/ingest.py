@@ -50,16 +50,20 @@ class IngestError(CatdogError):
 @dataclass(frozen=True)
 class Entry:
     """One file of the source: where it came from and its bytes (None when refused, or when its
-    content is `known`: a folder file whose stat says it holds what the source stage listed)."""
+    (sha256, size) is `known`: a folder file whose stat says it holds what the source stage listed)."""
 
     name: str
     data: bytes | None = None
     refused: str | None = None
-    known: str | None = None
+    known: tuple[str, int] | None = None
 
     @cached_property
     def sha256(self) -> str:
-        return self.known or hashlib.sha256(self.data).hexdigest()
+        return self.known[0] if self.known else hashlib.sha256(self.data).hexdigest()
+
+    @property
+    def size(self) -> int:
+        return self.known[1] if self.known else len(self.data)
 
 
 @dataclass(frozen=True)
@@ -168,13 +172,13 @@ def folder_entries(folder: Path, params: IngestParams, snapshot: pd.DataFrame | 
     if snapshot is None:
         names, listed = walk_files(folder), {}
     else:
-        names = ((name, os.path.join(folder, name)) for name in snapshot["path"])
-        listed = dict(zip(snapshot["path"], snapshot["sha256"]))
+        base, listed = os.fspath(folder), dict(zip(snapshot["path"].tolist(), snapshot["sha256"].tolist()))
+        names = ((name, f"{base}/{name}") for name in listed)
     hashed = hashed or {}
     for name, path in names:
         known = hashed.get(name)
         if known and name in listed and known[1] == listed[name] and _untouched(path, known[0]):
-            yield Entry(name, known=known[1])
+            yield Entry(name, known=(known[1], known[0][2]))
             continue
         path = Path(path)
         if not path.is_file():
@@ -293,6 +297,7 @@ def run(params: IngestParams, out_dir: Path, source: Path | None, progress: bool
     held = store.held() if store else set()
     hashed = {name: known for name, known in (hashed or {}).items() if known[1] in held}
     with atomic_dir(out_dir) as tmp:
+        root = os.fspath(tmp)  # strings, not Paths: per file, pathlib cost more than the link itself
         entries = _read_all(source_entries(params, source, snapshot, hashed), source_name)
         for entry in tqdm(entries, desc="ingest", unit="file", disable=not progress):
             reason = entry.refused or junk_reason(entry.name)
@@ -306,7 +311,7 @@ def run(params: IngestParams, out_dir: Path, source: Path | None, progress: bool
                 continue
             seen.add(entry.name)
             relative = f"images/{entry.name}"
-            target = os.path.join(tmp, relative)  # a string: pathlib cost more than the link itself
+            target = f"{root}/{relative}"
             folder = os.path.dirname(target)
             if folder not in folders:
                 os.makedirs(folder, exist_ok=True)
@@ -319,7 +324,7 @@ def run(params: IngestParams, out_dir: Path, source: Path | None, progress: bool
                 with open(target, "wb") as f:
                     f.write(entry.data)
             rows.append({"path": relative, "label": label, "sha256": entry.sha256,
-                         "bytes": os.stat(target).st_size, "source": entry.name})
+                         "bytes": entry.size, "source": entry.name})
         manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
         manifest, capped = cap_per_class(manifest, params.max_per_class)
         for path in capped:

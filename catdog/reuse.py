@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -88,10 +89,11 @@ class _FilesByHash:
 
     def __init__(self, root: Path):
         self.root = root
+        self._root = os.fspath(root)
 
     def _path(self, sha256: str) -> str:
         # A string, not a Path: thousands per run, and pathlib's parsing cost more than the I/O.
-        return os.path.join(self.root, sha256[:2], sha256)
+        return f"{self._root}/{sha256[:2]}/{sha256}"
 
     def has(self, sha256: str) -> bool:
         return os.path.isfile(self._path(sha256))
@@ -106,7 +108,7 @@ class _FilesByHash:
     def _put(self, sha256: str, data: bytes) -> None:
         path = self._path(sha256)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.partial"
+        tmp = f"{path}.{os.getpid()}-{threading.get_ident()}.partial"
         with open(tmp, "wb") as f:
             f.write(data)
         os.replace(tmp, path)

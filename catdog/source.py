@@ -100,7 +100,7 @@ class StatCache:
                 self.entries[name] = ((int(inode), int(mtime), int(size)), digest)
         self.seen: dict[str, tuple[tuple[int, int, int], str]] = {}
 
-    def sha256(self, name: str, path: Path, stat: os.stat_result) -> str:
+    def sha256(self, name: str, path: str | Path, stat: os.stat_result) -> str:
         key = stat_key(stat)
         cached = self.entries.get(name)
         digest = cached[1] if cached and cached[0] == key else None
@@ -121,9 +121,9 @@ def hashed_files(cache_dir: Path) -> dict[str, tuple[tuple[int, int, int], str]]
     return StatCache(cache_dir / STAT_CACHE).entries
 
 
-def _row(name: str, path: Path, cache: StatCache, max_bytes: int, stat: os.stat_result | None = None
+def _row(name: str, path: str | Path, cache: StatCache, max_bytes: int, stat: os.stat_result | None = None
          ) -> tuple[str, int, str]:
-    stat = stat or path.stat()
+    stat = stat or os.stat(path)
     if not S_ISREG(stat.st_mode) or stat.st_size > max_bytes:
         return name, stat.st_size, NOT_HASHED
     return name, stat.st_size, cache.sha256(name, path, stat)
@@ -143,7 +143,7 @@ def list_source(source: Path | None, params: IngestParams, cache: StatCache) -> 
                 stat = entry.stat()  # one system call per file: the entry knows its type already
             except FileNotFoundError:  # removed while we listed (or a dangling link): not in this snapshot
                 continue
-            rows.append(_row(name, Path(entry.path), cache, params.max_file_bytes, stat))
+            rows.append(_row(name, entry.path, cache, params.max_file_bytes, stat))
     elif source.is_file():
         rows = [_row(source.name, source, cache, 2**63)]
     elif not source.exists():
