@@ -8,6 +8,7 @@ moves the old ones. Training then never decodes a JPEG again.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -143,12 +144,17 @@ def run(params: PreprocessParams, validated: Path, ingested: Path, out_dir: Path
     todo = [path for job in jobs for path, sha in zip(job.paths, job.sha256s) if sha not in cached]
     convert = partial(_convert, root=ingested, size=params.image_size, resize=params.resize)
     workers = min(params.workers, max(1, len(todo) // 128))
-    # One pool over all images (not one task per shard) keeps both cores busy to the end.
+
+    def write(job: ShardJob) -> None:
+        new = [path for path, sha in zip(job.paths, job.sha256s) if sha not in cached]
+        write_shard(job, params, tmp, cache, cached, convert_all(new), convert, bar.update)
+
+    # One pool over all images (not one task per shard) keeps both cores busy to the end; shards are
+    # written two at a time, since copying the cached images is the kernel's work (the GIL is let go).
     with process_map(convert, workers) as convert_all, atomic_dir(out_dir) as tmp, \
-            tqdm(total=len(accepted), desc="preprocess", unit="img", disable=not progress) as bar:
-        converted = convert_all(todo)
-        for job in jobs:
-            write_shard(job, params, tmp, cache, cached, converted, convert, bar.update)
+            tqdm(total=len(accepted), desc="preprocess", unit="img", disable=not progress) as bar, \
+            ThreadPoolExecutor(2) as threads:
+        list(threads.map(write, jobs))
         counts = finish(accepted, params, tmp, held_out=held)
     print(f"preprocess: {counts} at {params.image_size}x{params.image_size} ({params.resize}) -> {out_dir}")
     if cache:
