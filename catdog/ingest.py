@@ -293,7 +293,7 @@ def run(params: IngestParams, out_dir: Path, source: Path | None, progress: bool
     from tqdm import tqdm
 
     source_name = EMBEDDED_SOURCE if source is None else str(source)
-    rows, skipped, seen, folders = [], [], set(), set()
+    rows, skipped, seen = [], [], set()
     held = store.held() if store else set()
     hashed = {name: known for name, known in (hashed or {}).items() if known[1] in held}
     with atomic_dir(out_dir) as tmp:
@@ -311,26 +311,24 @@ def run(params: IngestParams, out_dir: Path, source: Path | None, progress: bool
                 continue
             seen.add(entry.name)
             relative = f"images/{entry.name}"
-            target = f"{root}/{relative}"
-            folder = os.path.dirname(target)
-            if folder not in folders:
-                os.makedirs(folder, exist_ok=True)
-                folders.add(folder)
             if store:
                 if entry.data is not None:
                     store.put(entry.sha256, entry.data)
-                store.link(entry.sha256, target)
             else:
+                target = f"{root}/{relative}"
+                os.makedirs(os.path.dirname(target), exist_ok=True)
                 with open(target, "wb") as f:
                     f.write(entry.data)
             rows.append({"path": relative, "label": label, "sha256": entry.sha256,
                          "bytes": entry.size, "source": entry.name})
         manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
         manifest, capped = cap_per_class(manifest, params.max_per_class)
-        for path in capped:
-            (tmp / path).unlink()
-        if store:
+        if store:  # linked once capped: a file the cap leaves out is never linked
+            store.link_all(zip(manifest["sha256"].tolist(), (f"{root}/{path}" for path in manifest["path"].tolist())))
             store.prune(set(manifest["sha256"]))
+        else:
+            for path in capped:
+                (tmp / path).unlink()
         skipped_frame = pd.DataFrame(skipped, columns=["source", "reason"])
         manifest.to_csv(tmp / "manifest.csv", index=False)
         skipped_frame.to_csv(tmp / "skipped.csv", index=False)
