@@ -369,7 +369,7 @@ def main() -> None:
         from continuous import bench_incremental
 
         all_photos, _ = photos(work / "photos-incremental", 400 if quick else 2000)
-        results["incremental"] = bench_incremental(work, all_photos, added=20, pairs=1 if quick else 3)
+        results["incremental"] = bench_incremental(work, all_photos, added=20, pairs=1 if quick else 5)
         inc = results["incremental"]
         print(f"incremental: stage work {inc['work']['speedup']:.1f}x, dvc repro {inc['dvc_repro']['speedup']:.1f}x",
               flush=True)
