@@ -61,6 +61,10 @@ class ShardJob:
     def name(self) -> str:
         return f"{self.split}/{shard_name(self.number)}"
 
+    def to_convert(self, cached: set[str]) -> list[str]:
+        """The paths of the images whose content is not in `cached`, in shard order."""
+        return [path for path, sha in zip(self.paths, self.sha256s) if sha not in cached]
+
 
 def plan(params: PreprocessParams, validated: Path, held_out: set[str] = frozenset()
          ) -> tuple[pd.DataFrame, list[ShardJob], int]:
@@ -106,7 +110,7 @@ def convert_shard(job: ShardJob, params: PreprocessParams, ingested: Path, folde
     converted (the others came from `cache`)."""
     convert = partial(_convert, root=ingested, size=params.image_size, resize=params.resize)
     cached = set(job.sha256s) & cache.held() if cache else set()
-    todo = [path for path, sha in zip(job.paths, job.sha256s) if sha not in cached]
+    todo = job.to_convert(cached)
     write_shard(job, params, folder, cache, cached, map(convert, todo), convert)
     return len(todo)
 
@@ -141,23 +145,23 @@ def run(params: PreprocessParams, validated: Path, ingested: Path, out_dir: Path
     accepted, jobs, held = plan(params, validated, held_out)
     cache = array_cache(params, cache_dir) if cache_dir else None
     cached = set(accepted["sha256"]) & cache.held() if cache else set()
-    todo = [path for job in jobs for path, sha in zip(job.paths, job.sha256s) if sha not in cached]
+    todo = [job.to_convert(cached) for job in jobs]
+    converted = sum(map(len, todo))
     convert = partial(_convert, root=ingested, size=params.image_size, resize=params.resize)
-    workers = min(params.workers, max(1, len(todo) // 128))
+    workers = min(params.workers, max(1, converted // 128))
 
-    def write(job: ShardJob) -> None:
-        new = [path for path, sha in zip(job.paths, job.sha256s) if sha not in cached]
-        write_shard(job, params, tmp, cache, cached, convert_all(new), convert, bar.update)
+    def write(job: ShardJob, paths: list[str]) -> None:
+        write_shard(job, params, tmp, cache, cached, convert_all(paths), convert, bar.update)
 
-    # One pool over all images (not one task per shard) keeps both cores busy to the end; shards are
+    # One process pool converts for every shard, which keeps both cores busy to the end; shards are
     # written two at a time, since copying the cached images is the kernel's work (the GIL is let go).
     with process_map(convert, workers) as convert_all, atomic_dir(out_dir) as tmp, \
             tqdm(total=len(accepted), desc="preprocess", unit="img", disable=not progress) as bar, \
             ThreadPoolExecutor(2) as threads:
-        list(threads.map(write, jobs))
+        list(threads.map(write, jobs, todo))
         counts = finish(accepted, params, tmp, held_out=held)
     print(f"preprocess: {counts} at {params.image_size}x{params.image_size} ({params.resize}) -> {out_dir}")
     if cache:
         cache.prune(set(accepted["sha256"]))
-        print(f"preprocess: {reuse.report(cache_dir, 'preprocess', len(accepted) - len(todo), len(todo))}")
+        print(f"preprocess: {reuse.report(cache_dir, 'preprocess', len(accepted) - converted, converted)}")
     return PreprocessResult(counts)
