@@ -293,7 +293,7 @@ def run(params: IngestParams, out_dir: Path, source: Path | None, progress: bool
     from tqdm import tqdm
 
     source_name = EMBEDDED_SOURCE if source is None else str(source)
-    rows, skipped, seen = [], [], set()
+    rows, skipped, seen, folders = [], [], set(), set()
     held = store.held() if store else set()
     hashed = {name: known for name, known in (hashed or {}).items() if known[1] in held}
     with atomic_dir(out_dir) as tmp:
@@ -316,7 +316,10 @@ def run(params: IngestParams, out_dir: Path, source: Path | None, progress: bool
                     store.put(entry.sha256, entry.data)
             else:
                 target = f"{root}/{relative}"
-                os.makedirs(os.path.dirname(target), exist_ok=True)
+                folder = os.path.dirname(target)
+                if folder not in folders:
+                    os.makedirs(folder, exist_ok=True)
+                    folders.add(folder)
                 with open(target, "wb") as f:
                     f.write(entry.data)
             rows.append({"path": relative, "label": label, "sha256": entry.sha256,
