@@ -334,8 +334,8 @@ def profile_step() -> dict:
     return profiles
 
 
-PARTS = ("preprocess", "incremental", "train", "input-wait", "predict", "serve", "noop", "big-folder", "memory",
-         "profile")
+PARTS = ("preprocess", "incremental", "train", "input-wait", "predict", "serve", "flood", "noop", "big-folder",
+         "memory", "profile")
 SLOW_PARTS = ("incremental-at-scale",)  # only when named: 20,000 generated photos, about 7 minutes
 
 
@@ -396,6 +396,11 @@ def main() -> None:
 
         results["serve"] = bench_serve(photo_dir, work, SIZE, requests=200 if quick else 2000, pairs=2)
         print(f"serve: {results['serve']['ratio']:.2f}x", flush=True)
+    if "flood" in parts:
+        from serve_load import bench_flood
+
+        results["flood"] = bench_flood(photo_dir, work, SIZE, per_client=2 if quick else 3)
+        print(f"flood: server RSS +{results['flood']['growth_mb']:.0f} MB", flush=True)
     if "noop" in parts:
         results["noop_dvc_repro"] = bench_noop_repro(work, runs=3)
     if "big-folder" in parts:
@@ -449,9 +454,20 @@ def print_table(results: dict) -> None:
               f"{s['p50_ms']:.0f} / {s['p99_ms']:.0f} | | | |")
         print(f"| serve: errors; server RSS start -> end (MB) | {s['errors']}; {s['rss_start_mb']:.0f} -> "
               f"{s['rss_end_mb']:.0f} | | {s['rss_growth']:+.1%} | none; within 10% |")
+        log = s["logging"]
+        print(f"| serve with the prediction log vs without (img/s, median; pair ratios) | {log['logged']:.2f} | "
+              f"{log['not_logged']:.2f} | {log['ratio']:.2f}x ({', '.join(f'{r:.2f}' for r in log['pair_ratios'])})"
+              f" | >= 0.95x |")
         w = s["switching"]
         print(f"| serve while production switches twice: requests, errors, versions | {w['requests']}, "
               f"{w['errors']}, {' -> '.join(w['versions_in_order'])} | | | no errors |")
+    if "flood" in results:
+        f = results["flood"]
+        print(f"| flood: {f['requests']} requests of {f['request_mb']:.0f} MB from 8 clients: answers; failed | "
+              f"{f['statuses']}; {f['errors']} | | | 200/503 only; none |")
+        print(f"| flood: server RSS idle -> peak (MB); one photo at a time meanwhile: ok / told to retry | "
+              f"{f['idle_rss_mb']:.0f} -> {f['peak_rss_mb']:.0f}; {f['normal']['ok']} / {f['normal']['retry']} | | "
+              f"+{f['growth_mb']:.0f} MB | <= +1,536 MB |")
     for size, r in results.get("input_wait", {}).get("sizes", {}).items():
         print(f"| training step at {size}, augmented: share of step time waiting for data (step s) | "
               f"{r['wait_share']:.1%} ({r['step_seconds']:.2f} s) | | | < 5% |")

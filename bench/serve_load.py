@@ -1,8 +1,10 @@
 """The `catdog serve` part of `make bench`: a bounded load test on loopback that stops by itself.
 
 8 client threads send real photos, one per request, to a `catdog serve` process serving the spec
-model at 256 px; in alternating pairs with the same photos through `catdog predict`'s function
-in one process. Then the same load while the production model is switched twice.
+model at 256 px, with the prediction log on and, in turn, off; in alternating rounds with the same
+photos through `catdog predict`'s function in one process. Then the same load while the
+production model is switched twice. `bench_flood` sends the largest requests allowed, many at
+once, and follows the server's memory.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from catdog.workspace import BIN, copy_project, tool_env
+from catdog.workspace import BIN, copy_project, set_params, tool_env
 
 CLIENTS = 8
 
@@ -133,11 +135,14 @@ def bench_serve(photo_dir: Path, work: Path, size: int, requests: int, pairs: in
     from catdog.predict import load_for_prediction, predict_files
     from catdog.registry import Registry
 
-    project = work / "serve"
-    if project.exists():
-        shutil.rmtree(project)
-    copy_project(project)
+    project, unlogged = work / "serve", work / "serve-unlogged"
+    for folder in (project, unlogged):
+        if folder.exists():
+            shutil.rmtree(folder)
+        copy_project(folder)
     first, second = _registry_of_two(project, size)
+    set_params(unlogged, {"serve": {"log_predictions": False}})
+    (unlogged / "data" / "registry").symlink_to(project / "data" / "registry")  # the same models
     files = sorted(photo_dir.rglob("*.jpg"))
     photos = [(path.name, path.read_bytes()) for path in files]
     per_pair = requests // pairs
@@ -151,15 +156,18 @@ def bench_serve(photo_dir: Path, work: Path, size: int, requests: int, pairs: in
             done += len(chosen)
         return per_pair / (time.perf_counter() - start)
 
-    with _server(project) as (url, pid):
+    with _server(project) as (url, pid), _server(unlogged) as (url_unlogged, _):
         _load(url, photos, 4 * CLIENTS)  # warm-up: the first calls trace the graph
+        _load(url_unlogged, photos, 4 * CLIENTS)
         one_process()
         rss_start = _rss_mb(pid)
-        served, alone = [], []
+        served, not_logged, alone = [], [], []
         for _ in range(pairs):
             served.append(_load(url, photos, per_pair))
+            not_logged.append(_load(url_unlogged, photos, per_pair))
             alone.append(one_process())
         rss_end = _rss_mb(pid)
+        log_lines = sum(len(f.read_text().splitlines()) for f in (project / "data" / "serving").glob("*.jsonl"))
 
         def serving(version: str) -> None:
             deadline = time.monotonic() + 120
@@ -182,7 +190,12 @@ def bench_serve(photo_dir: Path, work: Path, size: int, requests: int, pairs: in
 
     throughput = statistics.median(r["images_per_second"] for r in served)
     one = statistics.median(alone)
-    return {"unit": "img/s", "catdog": throughput, "baseline": one, "ratio": throughput / one,
+    unlogged_throughput = statistics.median(r["images_per_second"] for r in not_logged)
+    logging = {"logged": throughput, "not_logged": unlogged_throughput, "ratio": throughput / unlogged_throughput,
+               "pair_ratios": [a["images_per_second"] / b["images_per_second"] for a, b in zip(served, not_logged)],
+               "p99_ms": [statistics.median(r["p99_ms"] for r in runs) for runs in (served, not_logged)],
+               "log_lines": log_lines, "target": ">= 0.95x"}
+    return {"unit": "img/s", "catdog": throughput, "baseline": one, "ratio": throughput / one, "logging": logging,
             "samples": [[r["images_per_second"] for r in served], alone],
             "requests": per_pair * pairs, "clients": CLIENTS,
             "p50_ms": statistics.median(r["p50_ms"] for r in served),
@@ -192,3 +205,86 @@ def bench_serve(photo_dir: Path, work: Path, size: int, requests: int, pairs: in
             "catdog_is": f"catdog serve, {CLIENTS} clients, one photo per request, batching on",
             "baseline_is": "catdog.predict.predict_files over the same photos in one process",
             "target": ">= 0.8x, no errors, memory flat within 10%, no failed request while switching"}
+
+
+def largest_jpeg(limit: int) -> bytes:
+    """A valid noise JPEG just under `limit` bytes: the most a single upload may be."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    side, rng = int((limit / 1.2) ** 0.5), np.random.default_rng(0)
+    while True:
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(buffer, "JPEG", quality=95)
+        if buffer.tell() <= limit:
+            return buffer.getvalue()
+        side = int(side * 0.97)
+
+
+def bench_flood(photo_dir: Path, work: Path, size: int, clients: int = 8, per_client: int = 3) -> dict:
+    """`clients` threads each send `per_client` requests of serve.max_files photos of
+    serve.max_upload_bytes (params.yaml's defaults) at once, while one more client sends one real
+    photo at a time; the server's RSS is sampled throughout. Bounded: it stops by itself."""
+    import shutil
+
+    from catdog.config import load_params
+
+    project = work / "flood"
+    if project.exists():
+        shutil.rmtree(project)
+    copy_project(project)
+    _registry_of_two(project, size)
+    limits = load_params(project / "params.yaml").serve
+    big = largest_jpeg(limits.max_upload_bytes)
+    small = next(iter(sorted(photo_dir.rglob("*.jpg")))).read_bytes()
+    statuses, normal, errors, lock, flooding = [], [], [], threading.Lock(), threading.Event()
+
+    def flood():
+        body = [("files", (f"big-{i}.jpg", big, "image/jpeg")) for i in range(limits.max_files)]
+        with httpx.Client(timeout=300) as http:
+            for _ in range(per_client):
+                try:
+                    code = http.post(f"{url}/predict", files=body).status_code
+                except httpx.HTTPError as error:
+                    code = None
+                    errors.append(repr(error)[:200])
+                with lock:
+                    statuses.append(code)
+
+    def one_photo_at_a_time():
+        with httpx.Client(timeout=300) as http:
+            while flooding.is_set():
+                start = time.perf_counter()
+                try:
+                    code = http.post(f"{url}/predict", files=[("files", ("small.jpg", small, "image/jpeg"))]).status_code
+                except httpx.HTTPError as error:
+                    code = None
+                    errors.append(repr(error)[:200])
+                normal.append((code, time.perf_counter() - start))
+                time.sleep(0.1)
+
+    with _server(project) as (url, pid):
+        _load(url, [("small.jpg", small)], 2 * CLIENTS)
+        idle = peak = _rss_mb(pid)
+        flooding.set()
+        threads = [threading.Thread(target=flood) for _ in range(clients)]
+        watcher = threading.Thread(target=one_photo_at_a_time)
+        started = time.perf_counter()
+        for thread in [*threads, watcher]:
+            thread.start()
+        while any(thread.is_alive() for thread in threads):
+            peak = max(peak, _rss_mb(pid))
+            time.sleep(0.05)
+        seconds = time.perf_counter() - started
+        flooding.clear()
+        watcher.join()
+    return {"requests": len(statuses), "request_mb": limits.max_files * len(big) / 2**20, "seconds": seconds,
+            "statuses": {str(code): statuses.count(code) for code in sorted(set(statuses), key=str)},
+            "errors": len(errors), "first_errors": errors[:3], "idle_rss_mb": idle, "peak_rss_mb": peak,
+            "growth_mb": peak - idle,
+            "normal": {"requests": len(normal), "ok": sum(code == 200 for code, _ in normal),
+                       "retry": sum(code == 503 for code, _ in normal),
+                       "median_s": statistics.median(s for _, s in normal) if normal else None},
+            "target": "peak within 1,536 MB of idle; every request answered 200/503; none fails to connect"}

@@ -166,7 +166,8 @@ def cmd_serve(args) -> None:
     from catdog import serve
     from catdog.registry import Registry
 
-    serve.run(Registry(paths.registry), params.serve, max_pixels=params.validate.max_pixels)
+    serve.run(serve.ServeSetup(Registry(paths.registry), params.serve, params.monitor, params.validate.max_pixels,
+                               paths.serving, os.environ.get(serve.TOKEN_VARIABLE) or None))
 
 
 def cmd_models(args) -> None:

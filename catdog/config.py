@@ -131,6 +131,24 @@ class ServeParams:
     max_upload_bytes: int = _knob(20 * 2**20, min=1, help="largest accepted file (413 above)")
     max_files: int = _knob(16, min=1, max=1000, help="most files in one request")
     reload_seconds: float = _knob(2.0, min=0.1, help="how often the registry is checked for a new production model")
+    max_inflight_bytes: int = _knob(512 * 2**20, min=1, help="request bytes admitted at once; more get 503 and "
+                                                            "Retry-After at once, unread (memory bound)")
+    max_queued_images: int = _knob(256, min=1, help="images converted and waiting for the model; more get 503 "
+                                                    "and Retry-After")
+    log_predictions: bool = _knob(True, help="append one record per answered image to data/serving/ (the "
+                                             "prediction log that `catdog monitor` reads)")
+    keep_inputs: bool = _knob(False, help="also keep each uploaded image by content hash (data/serving/inputs/), "
+                                          "for the labelling queue")
+
+
+@dataclass(frozen=True)
+class MonitorParams:
+    uncertain_band: float = _knob(0.1, min=0.0, max=0.5, help="answers with |p_dog - 0.5| below this are "
+                                                              "low-confidence")
+    inbox: str | None = _knob(None, help="a folder of unlabelled photos for the labelling queue (relative to "
+                                          "params.yaml)")
+    labelled: str = _knob("data/labelled", help="where labels go when ingest.source is an archive or the embedded "
+                                                "set: the source stage lists this folder beside it")
 
 
 @dataclass(frozen=True)
@@ -142,6 +160,7 @@ class Params:
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     register: RegisterParams = field(default_factory=RegisterParams)
     serve: ServeParams = field(default_factory=ServeParams)
+    monitor: MonitorParams = field(default_factory=MonitorParams)
 
     def source_path(self, project_dir: Path) -> Path | None:
         """The ingest source as a path, or None for the embedded data set."""
@@ -150,6 +169,17 @@ class Params:
     def test_source_path(self, project_dir: Path) -> Path | None:
         """evaluate.test_source as a path, or None without a curated test set."""
         return None if self.evaluate.test_source is None else _in_project(self.evaluate.test_source, project_dir)
+
+    def inbox_path(self, project_dir: Path) -> Path | None:
+        """monitor.inbox as a path, or None without an inbox."""
+        return None if self.monitor.inbox is None else _in_project(self.monitor.inbox, project_dir)
+
+    def labelled_path(self, project_dir: Path) -> Path:
+        """Where a label writes its photo: the source folder itself, else monitor.labelled."""
+        source = self.source_path(project_dir)
+        if source is not None and source.is_dir():
+            return source
+        return _in_project(self.monitor.labelled, project_dir)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -222,6 +252,7 @@ def parse_params(raw: Any, project_dir: Path | None = None) -> Params:
     if params.preprocess.val_fraction + params.preprocess.test_fraction >= 0.9:
         raise ParamsError("preprocess.val_fraction + preprocess.test_fraction: must leave at least 10% to train")
     _check_warmup(params.train, params.preprocess.image_size)
+    _check_serve(params.serve)
     _check_levers(params.train)
     if project_dir is not None:
         source = params.source_path(project_dir)
@@ -245,6 +276,15 @@ def _check_warmup(train: TrainParams, image_size: int) -> None:
             raise ParamsError(f"train.warmup_sizes: {list(train.warmup_sizes)} do not fit preprocess.image_size "
                               f"{image_size} (fix: multiples of 8, smallest first, each dividing the next and the "
                               f"full size, e.g. [{image_size // 4}, {image_size // 2}])")
+
+
+def _check_serve(serve: ServeParams) -> None:
+    largest = serve.max_files * serve.max_upload_bytes
+    if serve.max_inflight_bytes < largest:
+        raise ParamsError(f"serve.max_inflight_bytes: {serve.max_inflight_bytes:,} is less than the largest request "
+                          f"allowed ({serve.max_files} files of {serve.max_upload_bytes:,} bytes = {largest:,}), "
+                          f"which could then never be answered (fix: raise it to at least {largest:,}, or lower "
+                          "serve.max_files or serve.max_upload_bytes)")
 
 
 def _check_levers(train: TrainParams) -> None:

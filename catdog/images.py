@@ -77,11 +77,11 @@ def inspect(path: Path, *, max_pixels: int, min_side: int) -> ImageFacts:
     try:
         image = open_image(path, max_pixels=max_pixels, min_side=1)
         facts = ImageFacts(image.format, image.mode, image.width, image.height)
-        gray = ImageStat.Stat(to_grayscale(decode(image)))
+        gray = to_grayscale(decode(image))
         if min(image.size) < min_side:
             return replace(facts, error=f"too small: {image.width}x{image.height}, "
                                         f"the smallest side must be at least {min_side}")
-        return replace(facts, brightness=round(gray.mean[0], 2), contrast=round(gray.stddev[0], 2))
+        return with_tone(facts, gray)
     except ImageError as error:
         if image is None:
             return ImageFacts(None, None, None, None, str(error))
@@ -89,6 +89,12 @@ def inspect(path: Path, *, max_pixels: int, min_side: int) -> ImageFacts:
     finally:
         if image is not None:
             image.close()
+
+
+def with_tone(facts: ImageFacts, gray: Image.Image) -> ImageFacts:
+    """The facts with brightness and contrast: mean and standard deviation of the grayscale pixels."""
+    stat = ImageStat.Stat(gray)
+    return replace(facts, brightness=round(stat.mean[0], 2), contrast=round(stat.stddev[0], 2))
 
 
 def to_grayscale(image: Image.Image) -> Image.Image:
@@ -129,11 +135,23 @@ def to_square(image: Image.Image, size: int, resize: str = "stretch") -> Image.I
 def load_model_input(source: Path | str | bytes, size: int, resize: str = "stretch", *,
                      max_pixels: int = 40_000_000) -> np.ndarray:
     """Any image file -> (size, size) uint8 grayscale array, 0-255: what the model takes."""
+    return load_model_input_and_facts(source, size, resize, max_pixels=max_pixels, facts=False)[0]
+
+
+def load_model_input_and_facts(source: Path | str | bytes, size: int, resize: str = "stretch", *,
+                               max_pixels: int = 40_000_000, facts: bool = True
+                               ) -> tuple[np.ndarray, ImageFacts | None]:
+    """The model input, and (with `facts`) the image's facts from the same decode: what serving logs.
+    Brightness and contrast are the decoded grayscale's, as validate's; a JPEG whose short side is
+    512 px or more is decoded at a reduced scale, which smooths its contrast a little."""
     image = open_image(source, max_pixels=max_pixels)
     try:
+        header = ImageFacts(image.format, image.mode, image.width, image.height)
         if image.format == "JPEG":
             # libjpeg decodes at a reduced scale that keeps both sides >= size: ~2x faster.
             image.draft("L", (size, size))
-        return np.asarray(to_square(to_grayscale(decode(image)), size, resize), dtype=np.uint8)
+        gray = to_grayscale(decode(image))
+        pixels = np.asarray(to_square(gray, size, resize), dtype=np.uint8)
+        return pixels, with_tone(header, gray) if facts else None
     finally:
         image.close()

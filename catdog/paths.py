@@ -84,6 +84,11 @@ class ProjectPaths:
     def plots(self) -> Path:
         return self.data / "plots"
 
+    @property
+    def serving(self) -> Path:
+        """What `catdog serve` saw and said (prediction log, kept inputs, labels): not a stage's output."""
+        return self.data / "serving"
+
 
 def project(root: Path | str = ".") -> ProjectPaths:
     return ProjectPaths(Path(root).resolve())

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import ipaddress
 import logging
@@ -30,9 +31,11 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from catdog.config import ServeParams
+from catdog.admission import Admission, Overloaded
+from catdog.config import MonitorParams, ServeParams
 from catdog.errors import CatdogError
-from catdog.images import ImageError, load_model_input
+from catdog.images import ImageError, ImageFacts, load_model_input_and_facts
+from catdog.prediction_log import InputStore, PredictionLog, utc_now
 from catdog.predict import LoadedModel, label_of, load_for_prediction
 from catdog.registry import PRODUCTION, Registry
 
@@ -118,7 +121,8 @@ class Batcher:
     queue up and form the next batch at once. Only images for the same model share a call. Calls
     run one at a time in a dedicated thread (TensorFlow uses both cores for each)."""
 
-    def __init__(self, max_size: int, max_wait: float, on_batch: Callable[[int], None] = lambda n: None):
+    def __init__(self, max_size: int, max_wait: float,
+                 on_batch: Callable[[int, float], None] = lambda n, seconds: None):
         self.max_size, self.max_wait, self.on_batch = max_size, max_wait, on_batch
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catdog-predict")
@@ -159,6 +163,7 @@ class Batcher:
         from catdog.model import predict_p_dog
 
         images = np.stack([item.image for item in batch])[..., np.newaxis]
+        started = time.perf_counter()
         try:
             scores = await asyncio.get_running_loop().run_in_executor(
                 self.executor, lambda: predict_p_dog(served.model, [images], served.flip_tta))
@@ -167,7 +172,7 @@ class Batcher:
                 if not item.answer.done():
                     item.answer.set_exception(error)
             return
-        self.on_batch(len(batch))
+        self.on_batch(len(batch), time.perf_counter() - started)
         for item, score in zip(batch, scores.tolist()):
             if not item.answer.done():  # its request may have been cancelled
                 item.answer.set_result(score)
@@ -201,6 +206,23 @@ class Metrics:
         self.model = Gauge("catdog_model_info", "the model version serving (value 1)", ["version"],
                            registry=self.registry)
         self.reloads = Counter("catdog_model_loads", "models loaded (start and hot reloads)", registry=self.registry)
+        self.served = Counter("catdog_served_images", "images answered, by model version", ["version"],
+                              registry=self.registry)
+        self.uncertain = Counter("catdog_uncertain_images", "answers with |p_dog - 0.5| below "
+                                 "monitor.uncertain_band, by model version", ["version"], registry=self.registry)
+        self.p_dog = Histogram("catdog_p_dog", "p(dog) of the answers", registry=self.registry,
+                               buckets=tuple(round(0.1 * i, 1) for i in range(1, 11)))
+        self.overloaded = Counter("catdog_overloaded", "requests refused with 503 and Retry-After by a budget",
+                                  registry=self.registry)
+        self.inflight = Gauge("catdog_inflight_bytes", "request bytes admitted and not yet answered",
+                              registry=self.registry)
+        self.queued = Gauge("catdog_queued_images", "converted images waiting for the model", registry=self.registry)
+
+    def answered(self, version: str, scores: list[float], uncertain_band: float) -> None:
+        self.served.labels(version=version).inc(len(scores))
+        self.uncertain.labels(version=version).inc(sum(abs(p - 0.5) < uncertain_band for p in scores))
+        for p in scores:
+            self.p_dog.observe(p)
 
     def serving(self, loaded: LoadedModel) -> None:
         self.model.clear()
@@ -213,7 +235,10 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def outcome_of(status: int) -> str:
+def outcome_of(response: Response) -> str:
+    status = response.status_code
+    if status == 503 and "retry-after" in response.headers:
+        return "overloaded"
     return {200: "ok", 401: "unauthorized", 413: "too_large", 422: "bad_image", 503: "not_ready"}.get(
         status, "bad_request" if 400 <= status < 500 else "error" if status >= 500 else "ok")
 
@@ -240,11 +265,115 @@ def _limited(receive, limit: int):
     return limited_receive
 
 
-def create_app(registry: Registry, params: ServeParams, *, max_pixels: int, token: str | None = None):
+@dataclass(frozen=True)
+class ServeSetup:
+    """What one server needs, read once from params.yaml and the project's folders."""
+
+    registry: Registry
+    params: ServeParams
+    monitor: MonitorParams
+    max_pixels: int  # validate.max_pixels: the same guard as the pipeline's
+    serving_dir: Path  # the prediction log and kept inputs (data/serving)
+    token: str | None = None
+
+    @property
+    def body_limit(self) -> int:
+        return self.params.max_files * self.params.max_upload_bytes + 2**16  # the multipart framing around the files
+
+
+@dataclass(frozen=True)
+class Converted:
+    """One upload after conversion: its model input and facts, or why it could not be read."""
+
+    file: str
+    sha256: str
+    pixels: np.ndarray | None
+    facts: ImageFacts | None
+    error: str | None = None
+
+
+class Answering:
+    """Uploads to answers: each file read and converted in turn on one of two decoder threads (the
+    bytes and decoded pixels in memory are bounded by those), the images batched for the model,
+    the answers logged before they are sent."""
+
+    def __init__(self, setup: ServeSetup, batcher: Batcher, admission: Admission, metrics: Metrics):
+        self.setup, self.batcher, self.admission, self.metrics = setup, batcher, admission, metrics
+        self.decoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="catdog-decode")
+        self.log = PredictionLog(setup.serving_dir) if setup.params.log_predictions else None
+        self.inputs = InputStore(setup.serving_dir / "inputs") if setup.params.keep_inputs else None
+
+    def convert(self, name: str, data: bytes, served: LoadedModel) -> Converted:
+        sha256 = hashlib.sha256(data).hexdigest()
+        try:
+            pixels, facts = load_model_input_and_facts(data, served.image_size, served.resize,
+                                                       max_pixels=self.setup.max_pixels)
+        except (ImageError, OSError) as error:
+            return Converted(name, sha256, None, None, str(error))
+        if self.inputs is not None:
+            self.inputs.keep(data, sha256, facts.format)
+        return Converted(name, sha256, pixels, facts)
+
+    async def answer(self, uploads, served: LoadedModel, started: float) -> list[dict]:
+        loop = asyncio.get_running_loop()
+        converted = []
+        for upload in uploads:
+            data = await upload.read()
+            converted.append(await loop.run_in_executor(self.decoder, self.convert, upload.filename, data, served))
+            del data
+            await upload.close()
+        images = [c.pixels for c in converted if c.error is None]
+        with self.admission.queued_images(len(images)):
+            self.metrics.queued.set(self.admission.images_waiting)
+            scores = await self.batcher.p_dog(served, images) if images else []
+        self.metrics.queued.set(self.admission.images_waiting)
+        self.metrics.answered(served.version, scores, self.setup.monitor.uncertain_band)
+        results, records, scores = [], [], iter(scores)
+        latency_ms, now = round(1000 * (time.perf_counter() - started), 1), utc_now().isoformat(timespec="milliseconds")
+        request_id = os.urandom(6).hex()
+        for item in converted:
+            if item.error is not None:
+                results.append({"file": item.file, "error": item.error})
+                records.append(_record(now, request_id, item, served.version, None, None, latency_ms))
+                continue
+            p_dog = round(next(scores), 6)
+            label = label_of(p_dog, served.threshold)
+            results.append({"file": item.file, "label": label, "p_dog": p_dog, "model_version": served.version})
+            records.append(_record(now, request_id, item, served.version, p_dog, label, latency_ms))
+        if self.log is not None:
+            self.log.append(records)
+        return results
+
+    def close(self) -> None:
+        self.decoder.shutdown(wait=False, cancel_futures=True)
+        if self.log is not None:
+            self.log.close()
+
+
+def _record(now: str, request_id: str, item: Converted, version: str, p_dog: float | None, label: str | None,
+            latency_ms: float) -> dict:
+    facts = item.facts
+    return {"time": now, "request": request_id, "file": item.file, "sha256": item.sha256, "model_version": version,
+            "p_dog": p_dog, "label": label, "latency_ms": latency_ms,
+            "format": facts.format if facts else None, "width": facts.width if facts else None,
+            "height": facts.height if facts else None,
+            "aspect": round(facts.width / facts.height, 4) if facts else None,
+            "brightness": facts.brightness if facts else None, "contrast": facts.contrast if facts else None,
+            "error": item.error}
+
+
+def create_app(setup: ServeSetup):
+    params, registry, token = setup.params, setup.registry, setup.token
     metrics = Metrics()
+    admission = Admission(params.max_inflight_bytes, params.max_queued_images)
     holder = ModelHolder(registry, params.model, on_change=metrics.serving)
-    batcher = Batcher(params.max_batch_size, params.max_wait_ms / 1000, on_batch=metrics.batch_size.observe)
-    body_limit = params.max_files * params.max_upload_bytes + 2**16  # the multipart framing around the files
+
+    def on_batch(images: int, seconds: float) -> None:
+        metrics.batch_size.observe(images)
+        admission.answered(images, seconds)
+
+    batcher = Batcher(params.max_batch_size, params.max_wait_ms / 1000, on_batch=on_batch)
+    answering = Answering(setup, batcher, admission, metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app) -> AsyncIterator[None]:
@@ -253,8 +382,14 @@ def create_app(registry: Registry, params: ServeParams, *, max_pixels: int, toke
         for worker in workers:
             worker.cancel()
         batcher.close()
+        answering.close()
 
     app = FastAPI(title="catdog", description="cat or dog, from the registry's production model", lifespan=lifespan)
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(request: Request, error: Overloaded):
+        metrics.overloaded.inc()
+        return JSONResponse({"detail": error.reason}, status_code=503, headers={"Retry-After": str(error.retry_after)})
 
     @app.middleware("http")
     async def guard_and_count(request: Request, call_next):
@@ -264,7 +399,7 @@ def create_app(registry: Registry, params: ServeParams, *, max_pixels: int, toke
                                                f"(the server's {TOKEN_VARIABLE})"}, status_code=401)
         else:
             response = await call_next(request)
-        metrics.requests.labels(endpoint=endpoint, outcome=outcome_of(response.status_code)).inc()
+        metrics.requests.labels(endpoint=endpoint, outcome=outcome_of(response)).inc()
         return response
 
     @app.get("/healthz")
@@ -283,6 +418,7 @@ def create_app(registry: Registry, params: ServeParams, *, max_pixels: int, toke
 
     @app.get("/metrics")
     async def prometheus():
+        metrics.inflight.set(admission.bytes_in_flight)
         return Response(metrics.text(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/", response_class=HTMLResponse)
@@ -295,22 +431,12 @@ def create_app(registry: Registry, params: ServeParams, *, max_pixels: int, toke
         served = holder.current  # this request is answered by this model, whatever happens meanwhile
         if served is None:
             return JSONResponse({"detail": f"no model loaded yet: {holder.problem}"}, status_code=503)
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > body_limit:
+        declared = int(request.headers.get("content-length") or setup.body_limit)  # chunked: the most allowed
+        if declared > setup.body_limit:
             raise HTTPException(413, _too_large_message(params))
-        try:
-            form = await Request(request.scope, _limited(request.receive, body_limit)).form(
-                max_files=params.max_files, max_fields=params.max_files)
-        except _TooLarge:
-            raise HTTPException(413, _too_large_message(params)) from None
-        uploads = [value for _, value in form.multi_items() if not isinstance(value, str)]
-        if not uploads:
-            raise HTTPException(400, "no files: send one or more images as multipart form fields named 'files'")
-        for upload in uploads:
-            if upload.size is not None and upload.size > params.max_upload_bytes:
-                raise HTTPException(413, f"{upload.filename}: {upload.size:,} bytes is over the limit of "
-                                         f"{params.max_upload_bytes:,} (serve.max_upload_bytes)")
-        results = await _predict_uploads(uploads, served, batcher, max_pixels)
+        with admission.request_bytes(declared):  # over budget: 503 at once, the body left unread
+            uploads = await _uploads(request, params, setup.body_limit)
+            results = await answering.answer(uploads, served, started)
         good = sum(r.get("error") is None for r in results)
         metrics.images.inc(good)
         metrics.rejected.inc(len(results) - good)
@@ -319,6 +445,23 @@ def create_app(registry: Registry, params: ServeParams, *, max_pixels: int, toke
                             status_code=200 if good == len(results) else 422)
 
     return app
+
+
+async def _uploads(request: Request, params: ServeParams, body_limit: int) -> list:
+    """The request's files, parsed as the body streams in (files past 1 MB are spooled to disk)."""
+    try:
+        form = await Request(request.scope, _limited(request.receive, body_limit)).form(
+            max_files=params.max_files, max_fields=params.max_files)
+    except _TooLarge:
+        raise HTTPException(413, _too_large_message(params)) from None
+    uploads = [value for _, value in form.multi_items() if not isinstance(value, str)]
+    if not uploads:
+        raise HTTPException(400, "no files: send one or more images as multipart form fields named 'files'")
+    for upload in uploads:
+        if upload.size is not None and upload.size > params.max_upload_bytes:
+            raise HTTPException(413, f"{upload.filename}: {upload.size:,} bytes is over the limit of "
+                                     f"{params.max_upload_bytes:,} (serve.max_upload_bytes)")
+    return uploads
 
 
 def _too_large_message(params: ServeParams) -> str:
@@ -334,43 +477,18 @@ def _authorized(request, token: str) -> bool:
     return hmac.compare_digest(offered.encode(), token.encode())
 
 
-async def _predict_uploads(uploads, served: LoadedModel, batcher: Batcher, max_pixels: int) -> list[dict]:
-    """Each file converted as `catdog predict` does; unreadable ones get their reason instead."""
-
-    async def convert(upload):
-        data = await upload.read()
-        try:
-            return await asyncio.to_thread(load_model_input, data, served.image_size, served.resize,
-                                           max_pixels=max_pixels)
-        except (ImageError, OSError) as error:
-            return str(error)
-
-    converted = await asyncio.gather(*(convert(upload) for upload in uploads))
-    images = [c for c in converted if isinstance(c, np.ndarray)]
-    scores = iter(await batcher.p_dog(served, images) if images else [])
-    results = []
-    for upload, item in zip(uploads, converted):
-        if isinstance(item, str):
-            results.append({"file": upload.filename, "error": item})
-        else:
-            p_dog = next(scores)
-            results.append({"file": upload.filename, "label": label_of(p_dog, served.threshold),
-                            "p_dog": round(p_dog, 6), "model_version": served.version})
-    return results
-
-
 # ---------------------------------------------------------------- entry point
 
 
-def run(registry: Registry, params: ServeParams, *, max_pixels: int) -> None:
+def run(setup: ServeSetup) -> None:
     """Serve until interrupted. Refuses a non-loopback address without a token."""
     import uvicorn
 
-    token = os.environ.get(TOKEN_VARIABLE) or None
-    check_binding(params.host, token)
+    params = setup.params
+    check_binding(params.host, setup.token)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    app = create_app(registry, params, max_pixels=max_pixels, token=token)
+    app = create_app(setup)
     print(f"catdog serve: http://{params.host}:{params.port}/ (model: {params.model}, batches of up to "
-          f"{params.max_batch_size}, waiting {params.max_wait_ms} ms){'; token required' if token else ''}",
-          flush=True)
+          f"{params.max_batch_size}, waiting {params.max_wait_ms} ms){'; token required' if setup.token else ''}"
+          f"{f'; logging to {setup.serving_dir}' if params.log_predictions else ''}", flush=True)
     uvicorn.run(app, host=params.host, port=params.port, log_level="warning", access_log=False)

@@ -67,6 +67,13 @@ def serve_project(tmp_path: Path, **serve) -> Path:
 @contextlib.contextmanager
 def server(project: Path, *args: str, extra_env: dict | None = None):
     """`catdog serve` in its own process; yields its base URL once /healthz says ready."""
+    with server_process(project, *args, extra_env=extra_env) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def server_process(project: Path, *args: str, extra_env: dict | None = None):
+    """`catdog serve` in its own process; yields (base URL, the process) once /healthz says ready."""
     port = free_port()
     log = project / f"serve-{port}.log"
     with open(log, "w") as out:
@@ -82,7 +89,7 @@ def server(project: Path, *args: str, extra_env: dict | None = None):
                     break
             assert time.monotonic() < deadline, f"not ready after 120 s:\n{log.read_text()}"
             time.sleep(0.3)
-        yield url
+        yield url, process
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -1,0 +1,135 @@
+"""What the served model saw and said: an append-only log, one JSON line per uploaded image.
+
+    data/serving/predictions-2026-12-02.jsonl   a file per UTC day
+    data/serving/inputs/ab/ab12...e9.jpg         the uploads themselves, by content hash (serve.keep_inputs)
+
+Each request's lines are appended with one write() on a file opened O_APPEND, before its answer
+is sent: a killed server leaves every line it wrote whole and readable (an answered image is
+always in the log), and two servers sharing the folder never interleave inside a line. The
+write goes to the page cache (no fsync per request), so a power cut can lose the last seconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+LOG_PREFIX = "predictions-"
+COLUMNS = ["time", "request", "file", "sha256", "model_version", "p_dog", "label", "latency_ms", "format",
+           "width", "height", "aspect", "brightness", "contrast", "error"]
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "BMP": "bmp", "WEBP": "webp", "TIFF": "tif"}
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class PredictionLog:
+    """Appends records to the day's file; opens the next day's file when the date changes."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._day, self._fd = None, None
+
+    def append(self, records: Iterable[dict]) -> None:
+        records = list(records)
+        if not records:
+            return
+        day = records[0]["time"][:10]
+        if day != self._day:
+            self.close()
+            self._fd = os.open(self.folder / f"{LOG_PREFIX}{day}.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._day = day
+        os.write(self._fd, "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode())
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = self._day = None
+
+
+def log_files(folder: Path, since: dt.datetime | None = None) -> list[Path]:
+    """The day files that can hold records at or after `since`, oldest first."""
+    files = sorted(Path(folder).glob(f"{LOG_PREFIX}*.jsonl"))
+    if since is None:
+        return files
+    first_day = since.astimezone(dt.timezone.utc).date().isoformat()
+    return [f for f in files if f.stem[len(LOG_PREFIX):] >= first_day]
+
+
+def read_log(folder: Path, since: dt.datetime | None = None) -> pd.DataFrame:
+    """Every whole record at or after `since` (a line cut short by a crash mid-write is skipped)."""
+    rows = []
+    for path in log_files(folder, since):
+        with open(path, encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    frame = pd.DataFrame(rows, columns=COLUMNS) if rows else pd.DataFrame(columns=COLUMNS)
+    frame["time"] = pd.to_datetime(frame["time"], utc=True, format="ISO8601")
+    if since is not None:
+        frame = frame[frame["time"] >= pd.Timestamp(since)]
+    return frame.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- kept inputs
+
+
+class InputStore:
+    """Uploaded images by content hash. A file appears whole (written aside, then linked into
+    place) and is never overwritten: the same photo uploaded twice is kept once."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    def path_for(self, sha256: str, image_format: str | None) -> Path:
+        return self.folder / sha256[:2] / f"{sha256}.{EXTENSIONS.get(image_format or '', 'img')}"
+
+    def keep(self, data: bytes, sha256: str, image_format: str | None) -> Path:
+        target = self.path_for(sha256, image_format)
+        if not target.exists():
+            place_new_file(data, target)
+        return target
+
+    def find(self, sha256: str) -> Path | None:
+        return next(iter(sorted((self.folder / sha256[:2]).glob(f"{sha256}.*"))), None)
+
+    def all(self) -> list[Path]:
+        return sorted(self.folder.glob("*/*.*"))
+
+
+def place_new_file(data: bytes, target: Path, staging: Path | None = None) -> bool:
+    """Write `data` at `target` whole or not at all, never replacing a file that is there: False
+    when `target` exists (someone else placed it first, even at the same moment). The bytes are
+    written in `staging` first (default: beside `target`), so that a folder someone lists (a
+    training source) never shows a half-written or temporary file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(staging or target.parent)
+    staging.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=staging)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(tmp, target)  # fails if target exists: no overwrite, never half written
+        except OSError as error:
+            if error.errno != errno.EXDEV or staging == target.parent:
+                raise
+            return place_new_file(data, target)  # another file system: stage beside the target
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
