@@ -142,6 +142,7 @@ def bench_serve(photo_dir: Path, work: Path, size: int, requests: int, pairs: in
         copy_project(folder)
     first, second = _registry_of_two(project, size)
     set_params(unlogged, {"serve": {"log_predictions": False}})
+    (unlogged / "data").mkdir(exist_ok=True)
     (unlogged / "data" / "registry").symlink_to(project / "data" / "registry")  # the same models
     files = sorted(photo_dir.rglob("*.jpg"))
     photos = [(path.name, path.read_bytes()) for path in files]

@@ -166,8 +166,38 @@ def cmd_serve(args) -> None:
     from catdog import serve
     from catdog.registry import Registry
 
+    from catdog.labelling import LabelSetup
+
+    labels = LabelSetup(paths.serving, params.labelled_path(paths.root),
+                        (paths.source_manifest, paths.ingested / "manifest.csv"), params.inbox_path(paths.root))
     serve.run(serve.ServeSetup(Registry(paths.registry), params.serve, params.monitor, params.validate.max_pixels,
-                               paths.serving, os.environ.get(serve.TOKEN_VARIABLE) or None))
+                               paths.serving, labels, os.environ.get(serve.TOKEN_VARIABLE) or None))
+
+
+def cmd_monitor(args) -> int:
+    from catdog import monitor
+    from catdog.registry import Registry
+
+    params, paths = _params(args), _paths(args)
+    since = monitor.parse_since(args.since)
+    plot_file = Path(args.plot) if args.plot else paths.serving / "monitor.png"
+    report = monitor.run(params, paths.serving, Registry(paths.registry), since, plot_file)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        print(report.text())
+        if report.served:
+            print(f"plot: {plot_file}")
+    return 0
+
+
+def cmd_label(args) -> int:
+    from catdog.labelling import export
+
+    paths = _paths(args)
+    target = Path(args.export)
+    print(f"{export(paths.serving, target)} labels written to {target}")
+    return 0
 
 
 def cmd_models(args) -> None:
@@ -289,6 +319,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch-size", type=int, help="most images in one model call")
     serve.add_argument("--max-wait-ms", type=float, help="how long the first image of a batch waits for more")
     serve.set_defaults(handler=cmd_serve)
+
+    monitor = commands.add_parser("monitor", help="what the served model saw and said: images per version, "
+                                                  "low-confidence share, drift, online accuracy")
+    monitor.add_argument("--since", default="24h", help="a duration (24h, 90m, 7d) or an ISO date; default 24h")
+    monitor.add_argument("--json", action="store_true")
+    monitor.add_argument("--plot", help="PNG of the same per day (default data/serving/monitor.png)")
+    monitor.set_defaults(handler=cmd_monitor)
+    label = commands.add_parser("label", help="the labels given in GET /label")
+    label.add_argument("--export", required=True, metavar="CSV", help="write every label record to this CSV file")
+    label.set_defaults(handler=cmd_label)
 
     report = commands.add_parser("report", help="Markdown report of metric, param and plot changes vs a git revision")
     report.add_argument("--base", default="HEAD", help="git revision to compare with (default: HEAD)")

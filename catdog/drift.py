@@ -136,3 +136,52 @@ def compare_with_production(accepted: pd.DataFrame, rejected_share: float, produ
     if before is not None and abs(rejected_share - before) > share_allowance(before, len(accepted)):
         findings.append(f"rejection rate moved: {rejected_share:.0%} vs {before:.0%}")
     return DriftReport(reference_name, len(new), findings, divergences)
+
+
+@dataclass(frozen=True)
+class PredictionShift:
+    """How the served answers' p_dog is distributed against the same model's on its test images."""
+
+    reference: str | None  # the version whose test answers are compared with
+    served: int
+    test_images: int
+    divergence: float | None
+    threshold: float | None
+
+    @property
+    def shifted(self) -> bool:
+        return self.divergence is not None and self.divergence > self.threshold
+
+    def summary(self) -> str:
+        if self.reference is None:
+            return "no test answers kept for this model (registered before they were): nothing to compare with"
+        if self.served < MIN_NEW_IMAGES:
+            return f"{self.served} answers: too few to judge the prediction distribution ({MIN_NEW_IMAGES} needed)"
+        verdict = "shifted" if self.shifted else "no shift"
+        return (f"{verdict}: p(dog) of {self.served} served images vs {self.reference}'s on its {self.test_images} "
+                f"test images, KL divergence {self.divergence:.2f} ({'>' if self.shifted else '<='} "
+                f"{self.threshold:.2f} with the noise allowance)")
+
+    def to_dict(self) -> dict:
+        return {"reference": self.reference, "served": self.served, "test_images": self.test_images,
+                "kl_divergence": self.divergence, "threshold": self.threshold, "shifted": self.shifted,
+                "summary": self.summary()}
+
+
+def prediction_shift(served_p_dog: pd.Series, test_p_dog: pd.Series | None, reference: str | None, check,
+                     max_kl: float) -> PredictionShift:
+    """The same GX KL-divergence expectation as the image properties, on p_dog: the test answers'
+    deciles as bins, `max_kl` plus the noise allowance of the served count as the threshold."""
+    served = served_p_dog.dropna()
+    if test_p_dog is None or test_p_dog.dropna().empty:
+        return PredictionShift(None, len(served), 0, None, None)
+    if len(served) < MIN_NEW_IMAGES:
+        return PredictionShift(reference, len(served), len(test_p_dog), None, None)
+    import great_expectations as gx
+
+    threshold = max_kl + noise_allowance(len(served))
+    expectation = gx.expectations.ExpectColumnKLDivergenceToBeLessThan(
+        column="p_dog", partition_object=partition(test_p_dog), threshold=threshold, tail_weight_holdout=0.01)
+    [result] = check("prediction-shift", pd.DataFrame({"p_dog": served.to_numpy(float)}), [expectation])
+    divergence = round(float(result.result.get("observed_value") or 0.0), 4)
+    return PredictionShift(reference, len(served), len(test_p_dog), divergence, threshold)

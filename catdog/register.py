@@ -90,7 +90,7 @@ def run(params: Params, project_dir: Path, model_dir: Path, metrics_dir: Path, i
     }
     profile = pd.read_csv(validated / "accepted.csv", usecols=drift.PROFILE_COLUMNS)[drift.PROFILE_COLUMNS]
     decision = registry.register(model_dir / "model.keras", card, verdict, compared_with=production,
-                                 data_profile=profile)
+                                 data_profile=profile, test_predictions=answers[["path", "actual", "p_dog"]])
     write_json(metrics_dir / "register.json", {
         "version": decision.version,
         "production": decision.production,

@@ -5,6 +5,7 @@
       versions/v0001/card.json     params, metrics, data fingerprint, code revision, sha256,
                                    and the gate's decision with its reason
       versions/v0001/data-profile.csv  facts of the images it was trained on (drift checks)
+      versions/v0001/test-predictions.csv  its p_dog on the images the gate judged it on (monitoring)
       state.json                   {"production": "v0003", "history": ["v0001", "v0003"]}
       events.jsonl                 what happened, one JSON line per event
 
@@ -39,6 +40,7 @@ _VERSION = re.compile(r"^v(\d{4,})$")
 
 
 DATA_PROFILE = "data-profile.csv"
+TEST_PREDICTIONS = "test-predictions.csv"
 
 
 class RegistryError(CatdogError):
@@ -117,7 +119,14 @@ class Registry:
 
     def data_profile(self, ref: str) -> Path | None:
         """The data profile kept with a version (None for versions registered before profiles)."""
-        path = self.versions_dir / self.resolve(ref) / DATA_PROFILE
+        return self._kept(ref, DATA_PROFILE)
+
+    def test_predictions(self, ref: str) -> Path | None:
+        """A version's answers on its test images (None for versions registered before they were kept)."""
+        return self._kept(ref, TEST_PREDICTIONS)
+
+    def _kept(self, ref: str, name: str) -> Path | None:
+        path = self.versions_dir / self.resolve(ref) / name
         return path if path.exists() else None
 
     def load_model(self, ref: str):
@@ -145,10 +154,12 @@ class Registry:
         write_json(self.root / "state.json", {"production": version, "history": history})
 
     def register(self, model_file: Path, card: dict, verdict: Verdict, compared_with: str | None,
-                 data_profile: pd.DataFrame | None = None) -> Decision:
+                 data_profile: pd.DataFrame | None = None, test_predictions: pd.DataFrame | None = None
+                 ) -> Decision:
         """Add a model as a new version with the gate's verdict, which was decided against production
         version `compared_with`: if production changed meanwhile, nothing is written. `data_profile`
-        (facts of the images it was trained on) is kept with it, for the drift checks of later runs."""
+        (facts of the images it was trained on) is kept with it, for the drift checks of later runs,
+        and `test_predictions` (its answers on the test images), for the monitoring of served answers."""
         digest = sha256_file(model_file)
         with self._locked():
             self._clean_partials()
@@ -165,8 +176,9 @@ class Registry:
             partial = self.versions_dir / f".{version}.partial-{os.getpid()}"
             partial.mkdir(parents=True)
             shutil.copyfile(model_file, partial / "model.keras")
-            if data_profile is not None:
-                data_profile.to_csv(partial / DATA_PROFILE, index=False)
+            for name, table in ((DATA_PROFILE, data_profile), (TEST_PREDICTIONS, test_predictions)):
+                if table is not None:
+                    table.to_csv(partial / name, index=False)
             write_json(partial / "card.json", {**card, "version": version, "created": _now(),
                                                "model_sha256": digest,
                                                "decision": {"production": verdict.production,

@@ -35,13 +35,15 @@ from catdog.admission import Admission, Overloaded
 from catdog.config import MonitorParams, ServeParams
 from catdog.errors import CatdogError
 from catdog.images import ImageError, ImageFacts, load_model_input_and_facts
+from catdog.labelling import LabelSetup
 from catdog.prediction_log import InputStore, PredictionLog, utc_now
 from catdog.predict import LoadedModel, label_of, load_for_prediction
 from catdog.registry import PRODUCTION, Registry
 
 TOKEN_VARIABLE = "CATDOG_SERVE_TOKEN"
 PAGE = Path(__file__).with_name("serve_page.html")
-ENDPOINTS = {"/", "/healthz", "/models", "/metrics", "/predict"}
+ENDPOINTS = {"/", "/healthz", "/models", "/metrics", "/predict", "/label"}
+PAGES = {"/", "/label"}
 log = logging.getLogger("catdog.serve")
 
 
@@ -274,7 +276,18 @@ class ServeSetup:
     monitor: MonitorParams
     max_pixels: int  # validate.max_pixels: the same guard as the pipeline's
     serving_dir: Path  # the prediction log and kept inputs (data/serving)
-    token: str | None = None
+    labels: LabelSetup | None = None  # the labelling queue (GET /label)
+    token: str | None = None  # CATDOG_SERVE_TOKEN: a secret, or name=secret,name=secret (labels say who)
+
+    @property
+    def tokens(self) -> dict[str, str]:
+        """secret -> the name a label record gives as who."""
+        if not self.token:
+            return {}
+        pairs = [item.partition("=") for item in self.token.split(",") if item.strip()]
+        if not all(sep and name.strip() and secret.strip() for name, sep, secret in pairs):  # e.g. a base64 secret
+            return {self.token: "token"}
+        return {secret.strip(): name.strip() for name, _, secret in pairs}
 
     @property
     def body_limit(self) -> int:
@@ -363,7 +376,7 @@ def _record(now: str, request_id: str, item: Converted, version: str, p_dog: flo
 
 
 def create_app(setup: ServeSetup):
-    params, registry, token = setup.params, setup.registry, setup.token
+    params, registry = setup.params, setup.registry
     metrics = Metrics()
     admission = Admission(params.max_inflight_bytes, params.max_queued_images)
     holder = ModelHolder(registry, params.model, on_change=metrics.serving)
@@ -391,10 +404,14 @@ def create_app(setup: ServeSetup):
         metrics.overloaded.inc()
         return JSONResponse({"detail": error.reason}, status_code=503, headers={"Retry-After": str(error.retry_after)})
 
+    tokens = setup.tokens
+
     @app.middleware("http")
     async def guard_and_count(request: Request, call_next):
-        endpoint = request.url.path if request.url.path in ENDPOINTS else "other"
-        if token and endpoint != "/healthz" and not _authorized(request, token):
+        path = request.url.path
+        endpoint = path if path in ENDPOINTS else "/label" if path.startswith("/label") else "other"
+        request.state.who = _token_name(request, tokens) if tokens else "local"
+        if tokens and endpoint != "/healthz" and request.state.who is None:
             response = JSONResponse({"detail": f"missing or wrong token: send 'Authorization: Bearer <token>' "
                                                f"(the server's {TOKEN_VARIABLE})"}, status_code=401)
         else:
@@ -444,6 +461,10 @@ def create_app(setup: ServeSetup):
         return JSONResponse({"model_version": served.version, "results": results},
                             status_code=200 if good == len(results) else 422)
 
+    if setup.labels is not None:
+        from catdog.label_routes import label_router
+
+        app.include_router(label_router(setup.labels, holder, batcher, setup.max_pixels))
     return app
 
 
@@ -469,12 +490,14 @@ def _too_large_message(params: ServeParams) -> str:
             "(serve.max_files, serve.max_upload_bytes)")
 
 
-def _authorized(request, token: str) -> bool:
+def _token_name(request, tokens: dict[str, str]) -> str | None:
+    """The name of the token the request offers, or None when it offers no right one."""
     offered = request.headers.get("authorization", "")
     offered = offered[7:] if offered.lower().startswith("bearer ") else ""
-    if not offered and request.url.path == "/":  # a browser opening the page: /?token=...
+    if not offered and request.url.path in PAGES:  # a browser opening a page: /?token=...
         offered = request.query_params.get("token", "")
-    return hmac.compare_digest(offered.encode(), token.encode())
+    matches = [name for secret, name in tokens.items() if hmac.compare_digest(offered.encode(), secret.encode())]
+    return matches[0] if matches else None
 
 
 # ---------------------------------------------------------------- entry point

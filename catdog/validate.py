@@ -9,7 +9,6 @@ data/validated/data_docs/.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -22,6 +21,7 @@ from catdog.errors import CatdogError
 from catdog.files import atomic_dir, write_json
 from catdog.images import inspect
 from catdog.drift import ProductionData, compare_with_production
+from catdog.expectations import GXChecker, quiet_gx
 from catdog.parallel import process_map
 
 FACT_COLUMNS = ["path", "label", "format", "mode", "width", "height", "pixels", "bytes", "sha256", "error",
@@ -109,51 +109,6 @@ def _dataset_expectations(params: ValidateParams):
     ]
 
 
-class _GX:
-    """An ephemeral GX context whose Data Docs site is a folder of the project."""
-
-    def __init__(self, docs_dir: Path, template_cache: Path | None = None):
-        import great_expectations as gx
-
-        self.gx = gx
-        from great_expectations.data_context.types.base import (DataContextConfig, InMemoryStoreBackendDefaults,
-                                                                ProgressBarsConfig)
-
-        from catdog.data_docs import site_config
-
-        # All settings up front: each one changed afterwards re-serialises the whole config.
-        self.context = gx.get_context(mode="ephemeral", project_config=DataContextConfig(
-            store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
-            progress_bars=ProgressBarsConfig(globally=False),
-            data_docs_sites={"catdog": site_config(docs_dir, template_cache)},
-        ))
-        # One asset and batch definition serve every check (a whole-dataframe batch takes its frame when
-        # run): each change to a data source re-serialises the whole context's config.
-        self.batch = (self.context.data_sources.add_pandas("images").add_dataframe_asset("facts")
-                      .add_batch_definition_whole_dataframe("all rows"))
-
-    def check(self, name: str, frame: pd.DataFrame, expectations) -> list:
-        gx = self.gx
-        # The suite whole at once and no Checkpoint around one definition: each store write costs.
-        suite = self.context.suites.add(gx.ExpectationSuite(name=name, expectations=list(expectations)))
-        definition = self.context.validation_definitions.add(gx.ValidationDefinition(name=name, data=self.batch,
-                                                                                     suite=suite))
-        result = definition.run(batch_parameters={"dataframe": frame},
-                                result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["path"]})
-        return list(result.results)
-
-    def build_docs(self) -> None:
-        """Render the Data Docs of every check so far: once per run, rendering is most of GX's time."""
-        self.context.build_data_docs(site_names=["catdog"])
-
-
-def _quiet_gx() -> None:
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    import logging
-
-    logging.getLogger("great_expectations").setLevel(logging.ERROR)
-
-
 # ---------------------------------------------------------------- the stage
 
 
@@ -163,7 +118,7 @@ def run(params: ValidateParams, ingested: Path, out_dir: Path, metrics_file: Pat
     """Validate what ingest wrote; with `cache_dir`, files whose content was decoded in an earlier run
     (under the same params and image code) keep those facts. The images new since `production`'s
     training data are checked for drift against it."""
-    _quiet_gx()
+    quiet_gx()
     manifest = pd.read_csv(ingested / "manifest.csv", dtype={"path": str, "sha256": str})
     skipped = pd.read_csv(ingested / "skipped.csv").fillna("")
     cache = (reuse.FactsCache(cache_dir / "validate-facts", reuse.namespace(params.max_pixels, params.min_side))
@@ -179,7 +134,7 @@ def run(params: ValidateParams, ingested: Path, out_dir: Path, metrics_file: Pat
     candidates = facts[facts["duplicate_of"].isna()].drop(columns=["duplicate_of"]).reset_index(drop=True)
 
     with atomic_dir(out_dir) as tmp:
-        checker = _GX(tmp / "data_docs", cache_dir / "data-docs-templates" if cache_dir else None)
+        checker = GXChecker(tmp / "data_docs", cache_dir / "data-docs-templates" if cache_dir else None)
         reasons: dict[str, list[str]] = {}
         errors = dict(zip(candidates["path"], candidates["error"]))
         expectations = _row_expectations(params)
