@@ -15,9 +15,7 @@ source stage like any other new file.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import fcntl
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from catdog.errors import CatdogError
-from catdog.files import read_json, write_json
+from catdog.files import locked, read_json, write_json
 from catdog.prediction_log import EXTENSIONS, InputStore, place_new_file
 
 CLASSES = ("cat", "dog")
@@ -136,15 +134,8 @@ def _why_not_queued(setup: LabelSetup, sha256: str) -> str:
 # ---------------------------------------------------------------- answers
 
 
-@contextlib.contextmanager
-def _answer_lock(setup: LabelSetup) -> Iterator[None]:
-    setup.serving_dir.mkdir(parents=True, exist_ok=True)
-    with open(setup.serving_dir / "labels.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+def _answer_lock(setup: LabelSetup):
+    return locked(setup.serving_dir / "labels.lock")
 
 
 def record_answer(setup: LabelSetup, candidate: Candidate, answer: str, who: str, model_version: str,

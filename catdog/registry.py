@@ -17,9 +17,7 @@ the old or the new state, never a mix.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import fcntl
 import json
 import os
 import re
@@ -29,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from catdog.errors import CatdogError
-from catdog.files import read_json, sha256_file, write_json
+from catdog.files import locked, read_json, sha256_file, write_json
 from catdog.gate import Verdict
 
 if TYPE_CHECKING:
@@ -136,15 +134,8 @@ class Registry:
 
     # ------------------------------------------------------------ writing
 
-    @contextlib.contextmanager
     def _locked(self):
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        return locked(self.root / ".lock")
 
     def _log(self, event: str, **details) -> None:
         with open(self.root / "events.jsonl", "a") as log:
