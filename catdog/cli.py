@@ -36,7 +36,8 @@ def cmd_source(args) -> None:
     from catdog import lockfile, source
 
     lockfile.keep_good_copy(paths)
-    source.run(params.ingest, params.source_path(paths.root), paths.source_manifest, paths.cache)
+    source.run(params.ingest, params.source_path(paths.root), paths.source_manifest, paths.cache,
+               params.labelled_beside(paths.root))
     source.list_test_source(params.ingest, params.test_source_path(paths.root), paths.test_source_manifest,
                             paths.cache)
 
@@ -58,7 +59,7 @@ def cmd_ingest(args) -> None:
 
     ingest.run(params.ingest, paths.ingested, params.source_path(paths.root), progress=not args.quiet,
                snapshot=read_manifest(paths.source_manifest), hashed=hashed_files(paths.cache),
-               store=FileStore(paths.cache / "ingested-files"))
+               store=FileStore(paths.cache / "ingested-files"), labelled=params.labelled_beside(paths.root))
 
 
 def cmd_validate(args) -> None:

@@ -176,10 +176,13 @@ class Params:
 
     def labelled_path(self, project_dir: Path) -> Path:
         """Where a label writes its photo: the source folder itself, else monitor.labelled."""
+        return self.labelled_beside(project_dir) or self.source_path(project_dir)
+
+    def labelled_beside(self, project_dir: Path) -> Path | None:
+        """monitor.labelled where the source stage lists it beside ingest.source (an archive or the
+        embedded set, which labels cannot be written into); None for a folder source."""
         source = self.source_path(project_dir)
-        if source is not None and source.is_dir():
-            return source
-        return _in_project(self.monitor.labelled, project_dir)
+        return None if source is not None and source.is_dir() else _in_project(self.monitor.labelled, project_dir)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -11,10 +11,12 @@ sha256, bytes, source) and skipped.csv (source, reason) for what was not taken.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import importlib.util
 import io
+import itertools
 import os
 import pickle
 import re
@@ -273,6 +275,23 @@ def source_entries(params: IngestParams, source: Path | None, snapshot: pd.DataF
     )
 
 
+def labelled_entries(labelled: Path, params: IngestParams, snapshot: pd.DataFrame | None = None,
+                     hashed: dict | None = None) -> Iterator[Entry]:
+    """The files of monitor.labelled (beside an archive or the embedded set), named `labelled/...` as
+    the source stage listed them."""
+    from catdog.source import LABELLED_PREFIX
+
+    if snapshot is not None:
+        snapshot = snapshot[snapshot["path"].str.startswith(LABELLED_PREFIX)]
+        snapshot = snapshot.assign(path=snapshot["path"].str.slice(len(LABELLED_PREFIX)))
+    hashed = {name[len(LABELLED_PREFIX):]: known for name, known in (hashed or {}).items()
+              if name.startswith(LABELLED_PREFIX)}
+    if snapshot is None and not labelled.is_dir():
+        return
+    for entry in folder_entries(labelled, params, snapshot, hashed):
+        yield dataclasses.replace(entry, name=LABELLED_PREFIX + entry.name)
+
+
 def _read_all(entries: Iterator[Entry], source_name: str) -> Iterator[Entry]:
     try:
         yield from entries
@@ -284,12 +303,13 @@ def _read_all(entries: Iterator[Entry], source_name: str) -> Iterator[Entry]:
 
 
 def run(params: IngestParams, out_dir: Path, source: Path | None, progress: bool = True,
-        snapshot: pd.DataFrame | None = None, hashed: dict | None = None, store: FileStore | None = None
-        ) -> IngestResult:
+        snapshot: pd.DataFrame | None = None, hashed: dict | None = None, store: FileStore | None = None,
+        labelled: Path | None = None) -> IngestResult:
     """Ingest `source` (None = embedded data set) into `out_dir`, replacing it atomically; a folder
     source as the source stage listed it in `snapshot`, when given. With a `store`, every file is
     a hard link to its copy there, and a folder file that `hashed` (the source stage's stat cache)
-    says is unchanged since it was stored is not read at all."""
+    says is unchanged since it was stored is not read at all. `labelled` (monitor.labelled beside an
+    archive or the embedded set) adds the photos labelled in `catdog serve`; the cap never drops them."""
     from tqdm import tqdm
 
     source_name = EMBEDDED_SOURCE if source is None else str(source)
@@ -299,6 +319,8 @@ def run(params: IngestParams, out_dir: Path, source: Path | None, progress: bool
     with atomic_dir(out_dir) as tmp:
         root = os.fspath(tmp)  # strings, not Paths: per file, pathlib cost more than the link itself
         entries = _read_all(source_entries(params, source, snapshot, hashed), source_name)
+        if labelled is not None:
+            entries = itertools.chain(entries, labelled_entries(labelled, params, snapshot, hashed))
         for entry in tqdm(entries, desc="ingest", unit="file", disable=not progress):
             reason = entry.refused or junk_reason(entry.name)
             label = label_from_path(entry.name)
@@ -325,7 +347,8 @@ def run(params: IngestParams, out_dir: Path, source: Path | None, progress: bool
             rows.append({"path": relative, "label": label, "sha256": entry.sha256,
                          "bytes": entry.size, "source": entry.name})
         manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
-        manifest, capped = cap_per_class(manifest, params.max_per_class)
+        by_hand = manifest["source"].str.startswith("labelled/") if labelled is not None else None
+        manifest, capped = cap_per_class(manifest, params.max_per_class, keep=by_hand)
         if store:  # linked once capped: a file the cap leaves out is never linked
             store.link_all(zip(manifest["sha256"].tolist(), (f"{root}/{path}" for path in manifest["path"].tolist())))
             store.prune(set(manifest["sha256"]))
@@ -347,10 +370,15 @@ def run(params: IngestParams, out_dir: Path, source: Path | None, progress: bool
     return IngestResult(manifest, skipped_frame)
 
 
-def cap_per_class(manifest: pd.DataFrame, max_per_class: int | None) -> tuple[pd.DataFrame, list[str]]:
-    """Keep at most `max_per_class` per label, chosen by content hash (stable, order-free)."""
+def cap_per_class(manifest: pd.DataFrame, max_per_class: int | None, keep: pd.Series | None = None
+                  ) -> tuple[pd.DataFrame, list[str]]:
+    """Keep at most `max_per_class` per label, chosen by content hash (stable, order-free). Rows
+    marked in `keep` (photos labelled by hand) are kept beyond the cap."""
     if max_per_class is None:
         return manifest.sort_values("path", ignore_index=True), []
+    if keep is not None and keep.any():
+        capped, dropped = cap_per_class(manifest[~keep], max_per_class)
+        return pd.concat([capped, manifest[keep]]).sort_values("path", ignore_index=True), dropped
     # Rank by a hash *of* the content hash: preprocess splits by the content hash itself, and
     # keeping the lowest content hashes would skew every capped sample towards one split.
     rank = manifest["sha256"].map(lambda h: hashlib.sha256(f"cap:{h}".encode()).hexdigest())

@@ -3,6 +3,7 @@
     GET  /label                 the page: one photo at a time, the model's guess, cat / dog / skip / not a cat or dog
     GET  /label/next?skip=a,b   the least sure photo not skipped: sha256, p_dog, guess, how many are left
     GET  /label/image/{sha256}  the photo
+    GET  /label/why/{sha256}    where the model looked (Grad-CAM on the last convolution), PNG
     POST /label/{sha256}        {"label": "cat" | "dog" | "not_cat_or_dog"}: writes it into the training data
 """
 
@@ -12,7 +13,7 @@ import asyncio
 from pathlib import Path
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from catdog.images import ImageError, load_model_input
 from catdog.labelling import (ANSWERS, Candidate, LabelError, LabelSetup, candidates, rank, record_answer,
@@ -90,6 +91,20 @@ def label_router(setup: LabelSetup, holder, batcher, max_pixels: int) -> APIRout
         if candidate is None:
             return JSONResponse({"detail": f"{sha256} is not in the labelling queue"}, status_code=404)
         return FileResponse(candidate.path)
+
+    @router.get("/label/why/{sha256}")
+    async def why(sha256: str):
+        """The Grad-CAM map of a queued photo, as PNG."""
+        served, refusal = serving()
+        if refusal:
+            return refusal
+        candidate, _ = await find(sha256, served)
+        if candidate is None:
+            return JSONResponse({"detail": f"{sha256} is not in the labelling queue"}, status_code=404)
+        pixels = await asyncio.to_thread(load_model_input, candidate.path, served.image_size, served.resize,
+                                         max_pixels=max_pixels)
+        [png] = await batcher.why_maps(served, [pixels])
+        return Response(png, media_type="image/png")
 
     @router.post("/label/{sha256}")
     async def answer(sha256: str, request: Request):

@@ -1,6 +1,7 @@
 """`catdog serve`: the registry's production model over HTTP, with a drop-a-photo page.
 
     POST /predict   multipart files -> per file: label, p_dog, the model version that answered
+                    (?explain=1: and a Grad-CAM why-map of each, as a PNG data URL)
     GET  /healthz   200 once a model is loaded, else 503 with the reason
     GET  /models    the registry's versions and the one serving
     GET  /metrics   Prometheus text: requests by outcome, latency, images, batch sizes, model
@@ -179,6 +180,16 @@ class Batcher:
             if not item.answer.done():  # its request may have been cancelled
                 item.answer.set_result(score)
 
+    async def why_maps(self, served: LoadedModel, images: list[np.ndarray]) -> list[bytes]:
+        """Grad-CAM maps over the images as PNG files, computed on the model's thread between batches."""
+        from catdog.why_maps import grad_cam, overlay_png
+
+        def compute() -> list[bytes]:
+            pixels = np.stack(images)
+            return [overlay_png(p, h) for p, h in zip(pixels, grad_cam(served.model, pixels, served.threshold))]
+
+        return await asyncio.get_running_loop().run_in_executor(self.executor, compute)
+
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
@@ -327,7 +338,7 @@ class Answering:
             self.inputs.keep(data, sha256, facts.format)
         return Converted(name, sha256, pixels, facts)
 
-    async def answer(self, uploads, served: LoadedModel, started: float) -> list[dict]:
+    async def answer(self, uploads, served: LoadedModel, started: float, explain: bool = False) -> list[dict]:
         loop = asyncio.get_running_loop()
         converted = []
         for upload in uploads:
@@ -341,6 +352,7 @@ class Answering:
             scores = await self.batcher.p_dog(served, images) if images else []
         self.metrics.queued.set(self.admission.images_waiting)
         self.metrics.answered(served.version, scores, self.setup.monitor.uncertain_band)
+        why = iter([_data_url(png) for png in await self.batcher.why_maps(served, images)] if explain and images else [])
         results, records, scores = [], [], iter(scores)
         latency_ms, now = round(1000 * (time.perf_counter() - started), 1), utc_now().isoformat(timespec="milliseconds")
         request_id = os.urandom(6).hex()
@@ -351,7 +363,8 @@ class Answering:
                 continue
             p_dog = round(next(scores), 6)
             label = label_of(p_dog, served.threshold)
-            results.append({"file": item.file, "label": label, "p_dog": p_dog, "model_version": served.version})
+            results.append({"file": item.file, "label": label, "p_dog": p_dog, "model_version": served.version,
+                            **({"why": next(why)} if explain else {})})
             records.append(_record(now, request_id, item, served.version, p_dog, label, latency_ms))
         if self.log is not None:
             self.log.append(records)
@@ -361,6 +374,12 @@ class Answering:
         self.decoder.shutdown(wait=False, cancel_futures=True)
         if self.log is not None:
             self.log.close()
+
+
+def _data_url(png: bytes) -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 def _record(now: str, request_id: str, item: Converted, version: str, p_dog: float | None, label: str | None,
@@ -443,7 +462,7 @@ def create_app(setup: ServeSetup):
         return PAGE.read_text()
 
     @app.post("/predict")
-    async def predict(request: Request):
+    async def predict(request: Request, explain: bool = False):
         started = time.perf_counter()
         served = holder.current  # this request is answered by this model, whatever happens meanwhile
         if served is None:
@@ -453,7 +472,7 @@ def create_app(setup: ServeSetup):
             raise HTTPException(413, _too_large_message(params))
         with admission.request_bytes(declared):  # over budget: 503 at once, the body left unread
             uploads = await _uploads(request, params, setup.body_limit)
-            results = await answering.answer(uploads, served, started)
+            results = await answering.answer(uploads, served, started, explain)
         good = sum(r.get("error") is None for r in results)
         metrics.images.inc(good)
         metrics.rejected.inc(len(results) - good)

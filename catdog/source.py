@@ -29,6 +29,7 @@ MANIFEST_COLUMNS = ["path", "bytes", "sha256"]
 STAT_CACHE = "source-stat.tsv"
 TEST_STAT_CACHE = "test-source-stat.tsv"
 NOT_HASHED = ""  # sha256 of an entry ingest will refuse anyway (not a regular file, too large)
+LABELLED_PREFIX = "labelled/"  # manifest names of monitor.labelled's files, listed beside an archive or the embedded set
 
 
 class SourceError(CatdogError):
@@ -129,21 +130,36 @@ def _row(name: str, path: str | Path, cache: StatCache, max_bytes: int, stat: os
     return name, stat.st_size, cache.sha256(name, path, stat)
 
 
-def list_source(source: Path | None, params: IngestParams, cache: StatCache) -> pd.DataFrame:
-    """The manifest rows of a folder (every file), an archive (the archive itself) or the embedded set."""
+def list_source(source: Path | None, params: IngestParams, cache: StatCache, labelled: Path | None = None
+                ) -> pd.DataFrame:
+    """The manifest rows of a folder (every file), an archive (the archive itself) or the embedded set;
+    with `labelled` (monitor.labelled beside an archive or the embedded set), that folder's files too,
+    named `labelled/...`."""
+    rows = _source_rows(source, params, cache)
+    if labelled is not None and labelled.is_dir():
+        rows += _folder_rows(labelled, params, cache, LABELLED_PREFIX)
+    return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+
+
+def _folder_rows(folder: Path, params: IngestParams, cache: StatCache, prefix: str = "") -> list[tuple]:
+    rows = []
+    for name, entry in walk_entries(folder, prefix):
+        try:
+            stat = entry.stat()  # one system call per file: the entry knows its type already
+        except FileNotFoundError:  # removed while we listed (or a dangling link): not in this snapshot
+            continue
+        rows.append(_row(name, entry.path, cache, params.max_file_bytes, stat))
+    return rows
+
+
+def _source_rows(source: Path | None, params: IngestParams, cache: StatCache) -> list[tuple]:
     if source is None:
         from catdog.ingest import animal_mnist_dir
 
         folder = animal_mnist_dir()
         rows = [_row(f"{EMBEDDED_SOURCE}/{path.name}", path, cache, 2**63) for path in sorted(folder.glob("*.gz"))]
     elif source.is_dir():
-        rows = []
-        for name, entry in walk_entries(source):
-            try:
-                stat = entry.stat()  # one system call per file: the entry knows its type already
-            except FileNotFoundError:  # removed while we listed (or a dangling link): not in this snapshot
-                continue
-            rows.append(_row(name, entry.path, cache, params.max_file_bytes, stat))
+        rows = _folder_rows(source, params, cache)
     elif source.is_file():
         rows = [_row(source.name, source, cache, 2**63)]
     elif not source.exists():
@@ -151,7 +167,7 @@ def list_source(source: Path | None, params: IngestParams, cache: StatCache) -> 
                           "registry are untouched (fix: restore it, or point ingest.source at the new place)")
     else:
         raise SourceError(f"ingest.source: {source} is neither a folder nor a file")
-    return pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    return rows
 
 
 def changes_between(old: pd.DataFrame | None, new: pd.DataFrame) -> Changes:
@@ -183,15 +199,17 @@ class SourceResult:
     held_back: bool  # changes below ingest.min_changed_files: the previous manifest stays
 
 
-def run(params: IngestParams, source: Path | None, manifest_file: Path, cache_dir: Path) -> SourceResult:
-    """List the source into `manifest_file`; a change smaller than `min_changed_files` is held back
-    (the previous manifest stays, so nothing downstream reruns) until enough have gathered."""
+def run(params: IngestParams, source: Path | None, manifest_file: Path, cache_dir: Path,
+        labelled: Path | None = None) -> SourceResult:
+    """List the source (and `labelled` beside it) into `manifest_file`; a change smaller than
+    `min_changed_files` is held back (the previous manifest stays, so nothing downstream reruns)
+    until enough have gathered."""
     if source is not None and source.is_dir() and not os.access(source, os.R_OK | os.X_OK):
         raise SourceError(f"ingest.source: {source} is not readable by this user; the previous outputs and the "
                           "registry are untouched (fix: its permissions)")
     cache = StatCache(cache_dir / STAT_CACHE)
     try:
-        listing = list_source(source, params, cache)
+        listing = list_source(source, params, cache, labelled)
     except PermissionError as error:
         raise SourceError(f"ingest.source: cannot read {error.filename}: permission denied; the previous outputs "
                           "and the registry are untouched (fix: its permissions, or remove it)") from None

@@ -16,7 +16,8 @@ def describe(params: Params, paths: ProjectPaths) -> str:
         source_name
 
     source = params.source_path(paths.root)
-    listing = list_source(source, params.ingest, StatCache(paths.cache / STAT_CACHE))  # cache not saved
+    listing = list_source(source, params.ingest, StatCache(paths.cache / STAT_CACHE),  # cache not saved
+                          params.labelled_beside(paths.root))
     last = read_manifest(paths.source_manifest)
     changes = changes_between(last, listing)
     lines = [f"source    {source_name(source)}: {len(listing):,} files"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -47,12 +48,33 @@ def summary_markdown(project_dir: Path, outcomes: list[dict], changes: dict) -> 
         on_set = metrics["test_source"]
         lines += ["", f"On the curated test set ({on_set['test_images']} images): accuracy {on_set['accuracy']:.4f} "
                       f"(cat {on_set['accuracy_cat']:.4f}, dog {on_set['accuracy_dog']:.4f}), ECE {on_set['ece']:.4f}."]
+    lines += ["", "## Serving (the last 24 hours)", "", *serving_lines(paths)]
     if changes:
         lines += ["", "## Params changed by this run (written to params.yaml, recorded in dvc.lock)", ""]
         lines += [f"- `{key}`: {old!r} → {new!r}" for key, (old, new) in changes.items()]
     lines += ["", f"Validation report: `{paths.validated / 'data_docs' / 'index.html'}`",
               f"Plots: `{paths.plots}`"]
     return "\n".join(lines)
+
+
+def serving_lines(paths) -> list[str]:
+    """`catdog monitor --since 24h` in the summary, and its per-day plot (last 30 days) beside it."""
+    from catdog import monitor
+    from catdog.config import load_params
+    from catdog.prediction_log import log_files
+    from catdog.registry import Registry
+
+    if not log_files(paths.serving):
+        return ["Nothing served yet: `catdog serve` logs what it answers in data/serving/ (`catdog monitor`)."]
+    now = monitor.utc_now()
+    params, registry = load_params(paths.params), Registry(paths.registry)
+    report = monitor.build(params, paths.serving, registry, now - dt.timedelta(hours=24))
+    days = monitor.daily(paths.serving, now - dt.timedelta(days=30), params.monitor.uncertain_band)
+    lines = report.lines()
+    if not days.empty:
+        monitor.plot(days, paths.serving / "monitor.png")
+        lines += ["", f"Per day, the last 30 days: `{paths.serving / 'monitor.png'}`"]
+    return lines
 
 
 def source_sentence(changes: dict) -> str:
@@ -81,4 +103,7 @@ def publish_run_report(project_dir: str, outcomes: list[dict], changes: dict) ->
                          key="catdog-data-docs")
     create_link_artifact(paths.plots.as_uri(), "Plots (training curves, confusion, ROC, misclassified)",
                          key="catdog-plots")
+    if (paths.serving / "monitor.png").exists():
+        create_link_artifact((paths.serving / "monitor.png").as_uri(), "Serving per day (catdog monitor)",
+                             key="catdog-serving")
     return markdown

@@ -146,6 +146,7 @@ def test_labelling_in_a_real_browser_with_the_d_key(loop_project, tmp_path):
             wait.until(expected_conditions.text_to_be_present_in_element((By.ID, "status"), "3 photos in the queue"))
             shown = browser.find_element(By.ID, "photo").get_attribute("data-sha256")
             assert "guesses" in browser.find_element(By.ID, "guess").text
+            wait.until(lambda b: b.execute_script("return document.getElementById('why').naturalWidth") == 32)
             SCREENSHOTS.mkdir(exist_ok=True)
             browser.save_screenshot(str(SCREENSHOTS / "label_page.png"))
             browser.find_element(By.TAG_NAME, "body").send_keys("d")
@@ -158,3 +159,28 @@ def test_labelling_in_a_real_browser_with_the_d_key(loop_project, tmp_path):
     assert (photos / "dog" / f"{shown}.jpg").read_bytes() in uploads
     assert '"who": "ann"' in (project / "data/serving/labels" / f"{shown}.json").read_text()
     print(f"screenshot: {SCREENSHOTS / 'label_page.png'}")
+
+
+def test_with_the_embedded_set_labels_go_beside_it_and_the_cap_never_drops_them(tmp_path):
+    from catdog.config import load_params
+
+    project = make_project(tmp_path / "project")  # the embedded silhouettes, capped at 20 per class
+    run(["dvc", "repro", "ingest"], project)
+    before = pd.read_csv(project / "data/ingested/manifest.csv")
+    destination = load_params(project / "params.yaml").labelled_path(project)
+    assert destination == project / "data" / "labelled"
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for i in range(3):
+        (inbox / f"{i}.jpg").write_bytes(photo("dog", 700 + i))
+    setup = LabelSetup(project / "data" / "serving", destination, (project / "data/ingested/manifest.csv",), inbox)
+    for candidate in candidates(setup):
+        record_answer(setup, candidate, "dog", "ann", "v0001", 0.5)
+
+    assert stages_run(run(["dvc", "repro", "ingest"], project).stdout) == ["source", "ingest"]
+    after = pd.read_csv(project / "data/ingested/manifest.csv")
+    added = after[~after["sha256"].isin(before["sha256"])]
+    assert sorted(added["sha256"]) == sorted(sha(photo("dog", 700 + i)) for i in range(3))
+    assert set(added["label"]) == {"dog"} and all(added["source"].str.startswith("labelled/dog/"))
+    assert after["label"].value_counts().to_dict() == {"cat": 20, "dog": 23}
+    assert stages_run(run(["dvc", "repro", "ingest"], project).stdout) == ["source"], "nothing new: skipped"

@@ -32,7 +32,7 @@ def _register(project, p_dog_logit: float, profile: pd.DataFrame, test_p_dog: np
                              data_profile=profile, test_predictions=tests).version
 
 
-def _records(version: str, start: dt.datetime, p_dog: np.ndarray, brightness: np.ndarray, prefix: str) -> list[dict]:
+def records(version: str, start: dt.datetime, p_dog: np.ndarray, brightness: np.ndarray, prefix: str) -> list[dict]:
     return [{"time": (start + dt.timedelta(minutes=i)).isoformat(timespec="milliseconds"), "request": f"r{i}",
              "file": f"{prefix}{i}.jpg", "sha256": f"{prefix}{i:060d}", "model_version": version,
              "p_dog": float(p), "label": "dog" if p >= 0.5 else "cat", "latency_ms": 50.0, "format": "JPEG",
@@ -52,8 +52,8 @@ def test_monitor_reports_served_counts_confidence_drift_shift_and_online_accurac
 
     day = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=3)
     p_dog = np.concatenate([np.full(25, 0.55), np.full(35, 0.9), np.full(40, 0.1)])  # 25 of 100 within 0.1 of 0.5
-    served = _records(production, day, p_dog, rng.normal(200, 10, 100), "a")  # far brighter: drift
-    old = _records(production, day - dt.timedelta(days=10), np.full(5, 0.9), np.full(5, 110.0), "old")
+    served = records(production, day, p_dog, rng.normal(200, 10, 100), "a")  # far brighter: drift
+    old = records(production, day - dt.timedelta(days=10), np.full(5, 0.9), np.full(5, 110.0), "old")
     log = PredictionLog(project / "data" / "serving")
     for record in old + served:  # a file per day, the old one outside the window
         log.append([record])

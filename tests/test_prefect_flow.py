@@ -1,7 +1,9 @@
 """Flow `train` on a real (temporary) Prefect server via prefect_test_harness, tiny budget."""
 
+import datetime as dt
 import json
 
+import numpy as np
 import pytest
 import yaml
 
@@ -13,6 +15,8 @@ from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterKey, F
                                             FlowRunFilterId)
 
 from catdog.config import ParamsError  # noqa: E402
+from catdog.prediction_log import PredictionLog, utc_now  # noqa: E402
+from tests.test_monitor import records  # noqa: E402
 from flows.train import train  # noqa: E402
 
 STAGES = ["source", "ingest", "validate", "testset", "preprocess", "train", "evaluate", "register"]
@@ -26,6 +30,8 @@ def _task_runs(flow_run_id):
 
 def test_flow_runs_every_stage_then_skips_them_and_publishes_artifacts(tmp_path):
     project = make_project(tmp_path / "project")
+    served = records("v0001", utc_now() - dt.timedelta(hours=1), np.array([0.55, 0.9, 0.1]), np.full(3, 100.0), "s")
+    PredictionLog(project / "data" / "serving").append(served)  # what catdog serve would have logged
     first = train(overrides={"train.seed": 7}, project_dir=str(project))
     assert [s["stage"] for s in first["stages"]] == STAGES
     assert all(s["ran"] for s in first["stages"])
@@ -48,6 +54,8 @@ def test_flow_runs_every_stage_then_skips_them_and_publishes_artifacts(tmp_path)
     accuracy = json.loads((project / "data/metrics/evaluate.json").read_text())["accuracy"]
     summary = by_key["catdog-run-summary"].data
     assert "is **production**" in summary and f"| accuracy | {accuracy:.4f} |" in summary
+    assert "## Serving (the last 24 hours)" in summary and ": 3 images answered." in summary
+    assert "- v0001: 3 images, 33.3% low-confidence" in summary and "monitor.png" in summary
     assert "index.html" in by_key["catdog-data-docs"].data
 
 

@@ -335,6 +335,9 @@ def test_the_page_in_a_real_browser_answers_a_dropped_photo(random_model_server,
         browser.find_element(By.ID, "files").send_keys(str(picture))
         label = wait.until(expected_conditions.visibility_of_element_located((By.CSS_SELECTOR, ".card .label"))).text
         answer = browser.find_element(By.CSS_SELECTOR, ".card .answer").text
+        why = browser.find_element(By.CSS_SELECTOR, ".card img.why")
+        assert why.get_attribute("src").startswith("data:image/png;base64,")
+        assert browser.execute_script("return arguments[0].naturalWidth", why) == 32, "the map of the 32-px input"
         SCREENSHOTS.mkdir(exist_ok=True)
         browser.save_screenshot(str(SCREENSHOTS / "serve_page.png"))
     finally:
