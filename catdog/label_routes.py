@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from catdog.images import ImageError, load_model_input
@@ -54,13 +54,20 @@ def label_router(setup: LabelSetup, holder, batcher, max_pixels: int) -> APIRout
 
     def serving():
         if holder.current is None:
-            return None, JSONResponse({"detail": f"no model loaded yet: {holder.problem}"}, status_code=503)
-        return holder.current, None
+            raise HTTPException(503, f"no model loaded yet: {holder.problem}")
+        return holder.current
 
     async def find(sha256: str, served) -> tuple[Candidate | None, float | None]:
         ranked, p_dog = await queue.ranked(served, batcher)
         match = next((c for c in ranked if c.sha256 == sha256), None)
         return match, p_dog.get(sha256)
+
+    async def queued(sha256: str):
+        served = serving()
+        candidate, _ = await find(sha256, served)
+        if candidate is None:
+            raise HTTPException(404, f"{sha256} is not in the labelling queue")
+        return served, candidate
 
     @router.get("/label", response_class=HTMLResponse)
     async def page():
@@ -68,9 +75,7 @@ def label_router(setup: LabelSetup, holder, batcher, max_pixels: int) -> APIRout
 
     @router.get("/label/next")
     async def next_photo(skip: str = ""):
-        served, refusal = serving()
-        if refusal:
-            return refusal
+        served = serving()
         skipped = set(filter(None, skip.split(",")))
         ranked, p_dog = await queue.ranked(served, batcher)
         waiting = [c for c in ranked if c.sha256 not in skipped]
@@ -84,23 +89,13 @@ def label_router(setup: LabelSetup, holder, batcher, max_pixels: int) -> APIRout
 
     @router.get("/label/image/{sha256}")
     async def image(sha256: str):
-        served, refusal = serving()
-        if refusal:
-            return refusal
-        candidate, _ = await find(sha256, served)
-        if candidate is None:
-            return JSONResponse({"detail": f"{sha256} is not in the labelling queue"}, status_code=404)
+        _, candidate = await queued(sha256)
         return FileResponse(candidate.path)
 
     @router.get("/label/why/{sha256}")
     async def why(sha256: str):
         """The Grad-CAM map of a queued photo, as PNG."""
-        served, refusal = serving()
-        if refusal:
-            return refusal
-        candidate, _ = await find(sha256, served)
-        if candidate is None:
-            return JSONResponse({"detail": f"{sha256} is not in the labelling queue"}, status_code=404)
+        served, candidate = await queued(sha256)
         pixels = await asyncio.to_thread(load_model_input, candidate.path, served.image_size, served.resize,
                                          max_pixels=max_pixels)
         [png] = await batcher.why_maps(served, [pixels])
@@ -108,9 +103,7 @@ def label_router(setup: LabelSetup, holder, batcher, max_pixels: int) -> APIRout
 
     @router.post("/label/{sha256}")
     async def answer(sha256: str, request: Request):
-        served, refusal = serving()
-        if refusal:
-            return refusal
+        served = serving()
         try:
             body = await request.json()
         except ValueError:
