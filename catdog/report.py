@@ -126,7 +126,35 @@ def _plots(root: Path, base: str, out_dir: Path) -> list[Path]:
     if new is not None:
         plots.compare_confusion(old, new, base, out_dir / "confusion.png")
         made.append(out_dir / "confusion.png")
+        if _why_misclassified(root, new, out_dir / "why-misclassified.png"):
+            made.append(out_dir / "why-misclassified.png")
     return made
+
+
+def _why_misclassified(root: Path, answers: pd.DataFrame, target: Path) -> bool:
+    """Why-maps of the misclassified test photos, where this workspace has the model and the photos
+    (a clone without the DVC cache has neither: then there is no such plot)."""
+    from catdog.config import load_params
+
+    paths = project(root)
+    params = load_params(paths.params)
+    wrong = answers[answers["actual"] != answers["predicted"]].head(params.evaluate.misclassified_shown)
+    files = [paths.ingested / path for path in wrong["path"]]
+    if not paths.model.exists() or not all(f.exists() for f in files):
+        return False
+    import numpy as np
+
+    from catdog.images import load_model_input
+    from catdog.model import load_model
+    from catdog.why_maps import grad_cam, misclassified_grid
+
+    model = load_model(paths.model)
+    size = model.input_shape[1]
+    pixels = np.stack([load_model_input(f, size, params.preprocess.resize, max_pixels=params.validate.max_pixels)
+                       for f in files]) if files else np.zeros((0, size, size), np.uint8)
+    heat = grad_cam(model, pixels, params.evaluate.threshold) if files else pixels.astype(np.float32)
+    misclassified_grid(pixels, heat, wrong, target)
+    return True
 
 
 def build(root: Path | str = ".", base: str = "HEAD", out_dir: Path | None = None, tolerance: float = 0.005) -> Report:

@@ -4,8 +4,13 @@
                     (?explain=1: and a Grad-CAM why-map of each, as a PNG data URL)
     GET  /healthz   200 once a model is loaded, else 503 with the reason
     GET  /models    the registry's versions and the one serving
-    GET  /metrics   Prometheus text: requests by outcome, latency, images, batch sizes, model
+    GET  /metrics   Prometheus text: requests by outcome, latency, images, batch sizes, model,
+                    answers and low-confidence answers per version, back-pressure refusals
     GET  /          the page
+    GET  /label     the labelling queue (catdog/label_routes.py)
+
+Every answered image is appended to the prediction log (catdog/prediction_log.py) before its
+answer is sent. Back-pressure (catdog/admission.py) bounds the bytes and images in flight.
 
 Concurrent requests share model calls (`Batcher`): one call on a batch of 32 costs far less per
 image than 32 calls of one on this CPU. The serving model follows the registry's production
@@ -339,36 +344,50 @@ class Answering:
         return Converted(name, sha256, pixels, facts)
 
     async def answer(self, uploads, served: LoadedModel, started: float, explain: bool = False) -> list[dict]:
-        loop = asyncio.get_running_loop()
-        converted = []
+        converted = await self._convert_in_turn(uploads, served)
+        images = [c.pixels for c in converted if c.error is None]
+        scores = await self._scores(served, images)
+        why = [_data_url(png) for png in await self.batcher.why_maps(served, images)] if explain and images else None
+        results, records = self._answers(converted, scores, why, served, started)
+        if self.log is not None:
+            self.log.append(records)
+        return results
+
+    async def _convert_in_turn(self, uploads, served: LoadedModel) -> list[Converted]:
+        loop, converted = asyncio.get_running_loop(), []
         for upload in uploads:
             data = await upload.read()
             converted.append(await loop.run_in_executor(self.decoder, self.convert, upload.filename, data, served))
             del data
             await upload.close()
-        images = [c.pixels for c in converted if c.error is None]
-        with self.admission.queued_images(len(images)):
+        return converted
+
+    async def _scores(self, served: LoadedModel, images: list[np.ndarray]) -> list[float]:
+        with self.admission.queued_images(len(images)):  # over the budget: 503 + Retry-After
             self.metrics.queued.set(self.admission.images_waiting)
             scores = await self.batcher.p_dog(served, images) if images else []
         self.metrics.queued.set(self.admission.images_waiting)
         self.metrics.answered(served.version, scores, self.setup.monitor.uncertain_band)
-        why = iter([_data_url(png) for png in await self.batcher.why_maps(served, images)] if explain and images else [])
-        results, records, scores = [], [], iter(scores)
+        return scores
+
+    @staticmethod
+    def _answers(converted: list[Converted], scores: list[float], why: list[str] | None, served: LoadedModel,
+                 started: float) -> tuple[list[dict], list[dict]]:
+        """The answers to send and the log records, in upload order."""
+        results, records, scores, maps = [], [], iter(scores), None if why is None else iter(why)
         latency_ms, now = round(1000 * (time.perf_counter() - started), 1), utc_now().isoformat(timespec="milliseconds")
         request_id = os.urandom(6).hex()
         for item in converted:
+            p_dog = label = None
             if item.error is not None:
                 results.append({"file": item.file, "error": item.error})
-                records.append(_record(now, request_id, item, served.version, None, None, latency_ms))
-                continue
-            p_dog = round(next(scores), 6)
-            label = label_of(p_dog, served.threshold)
-            results.append({"file": item.file, "label": label, "p_dog": p_dog, "model_version": served.version,
-                            **({"why": next(why)} if explain else {})})
+            else:
+                p_dog = round(next(scores), 6)
+                label = label_of(p_dog, served.threshold)
+                results.append({"file": item.file, "label": label, "p_dog": p_dog, "model_version": served.version,
+                                **({"why": next(maps)} if maps is not None else {})})
             records.append(_record(now, request_id, item, served.version, p_dog, label, latency_ms))
-        if self.log is not None:
-            self.log.append(records)
-        return results
+        return results, records
 
     def close(self) -> None:
         self.decoder.shutdown(wait=False, cancel_futures=True)

@@ -54,3 +54,33 @@ def overlay_png(pixels: np.ndarray, heat: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(overlay(pixels, heat), "RGB").save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def misclassified_grid(pixels: np.ndarray, heat: np.ndarray, rows, target, columns: int = 4) -> None:
+    """Each misclassified test photo beside where the model looked for its wrong answer."""
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from catdog.files import atomic_path
+
+    count = len(rows)
+    grid_rows = max(1, math.ceil(count / columns))
+    figure, axes = plt.subplots(grid_rows, 2 * columns, figsize=(2.2 * 2 * columns, 2.5 * grid_rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for i, (image, hot, (_, row)) in enumerate(zip(pixels, heat, rows.iterrows())):
+        photo, why = axes.flat[2 * i], axes.flat[2 * i + 1]
+        photo.imshow(image, cmap="gray", vmin=0, vmax=255)
+        photo.set_title(f"{row['actual']} as {row['predicted']}\np(dog)={row['p_dog']:.2f}", fontsize=8)
+        why.imshow(overlay(image, hot))
+        why.set_title("where it looked", fontsize=8)
+    if count == 0:
+        axes.flat[0].text(0.5, 0.5, "no misclassified test images", ha="center", va="center")
+    figure.suptitle("misclassified test photos and their why-maps (Grad-CAM)")
+    with atomic_path(target) as tmp:
+        figure.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
+    plt.close(figure)

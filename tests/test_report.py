@@ -32,7 +32,7 @@ def test_report_shows_what_a_params_change_did(tmp_path):
     assert "| on the same test images | accuracy | 95% interval |" in report and "| production v0001 |" in report
     for image in re.findall(r"!\[[^]]*\]\(([^)]+)\)", report):
         assert (project / "data/report" / image).stat().st_size > 1000
-    assert len(re.findall(r"!\[", report)) == 3
+    assert len(re.findall(r"!\[", report)) == 4 and "![why-misclassified]" in report
 
     metrics_diff = json.loads(run(["dvc", "metrics", "diff", "HEAD", "--json"], project).stdout)
     params_diff = json.loads(run(["dvc", "params", "diff", "HEAD", "--json"], project).stdout)
@@ -53,6 +53,7 @@ def test_report_shows_what_a_params_change_did(tmp_path):
     run(["catdog", "check-lock"], clone)
     in_clone = run(["catdog", "report", "--base", "HEAD~1"], clone).stdout
     assert f"{base_accuracy:.4f} | {new_accuracy:.4f}" in in_clone
+    assert len(re.findall(r"!\[", in_clone)) == 3, "no model nor photos in the clone: no why-maps"
 
     # A params change without a rerun is caught.
     set_params(clone, {"train": {"learning_rate": 0.01}})
