@@ -113,8 +113,9 @@ def expectations(reference: pd.DataFrame, threshold: float, new_images: int) -> 
 
 
 def compare_with_production(accepted: pd.DataFrame, rejected_share: float, production: ProductionData | None,
-                            check, max_kl: float) -> DriftReport:
-    """`check(name, frame, expectations)` runs a GX suite and returns its expectation results."""
+                            check, max_kl: float, labels_are: str = "dogs") -> DriftReport:
+    """`check(name, frame, expectations)` runs a GX suite and returns its expectation results.
+    `labels_are` names what the `label` column's dog share is (served images: the model's answers)."""
     if production is None or production.profile.empty:
         return DriftReport(None, 0, [], {})
     reference, reference_name = production.profile, production.version
@@ -130,8 +131,8 @@ def compare_with_production(accepted: pd.DataFrame, rejected_share: float, produ
                             f"{threshold:.2f}: validate.drift_max_kl {max_kl} + {noise_allowance(len(new)):.2f} "
                             f"for the noise of {len(new)} images)")
     if not balance.success:
-        findings.append(f"class balance moved: {(new['label'] == 'dog').mean():.0%} dogs vs "
-                        f"{(reference['label'] == 'dog').mean():.0%}")
+        findings.append(f"class balance moved: {(new['label'] == 'dog').mean():.0%} {labels_are} vs "
+                        f"{(reference['label'] == 'dog').mean():.0%} dogs in its training data")
     before = production.rejected_share
     if before is not None and abs(rejected_share - before) > share_allowance(before, len(accepted)):
         findings.append(f"rejection rate moved: {rejected_share:.0%} vs {before:.0%}")

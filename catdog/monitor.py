@@ -145,7 +145,7 @@ def build(params: Params, serving_dir: Path, registry: Registry, since: dt.datet
         else:
             rejected_share = float(log["error"].notna().mean())
             drift = compare_with_production(unique, rejected_share, production, checker.check,
-                                            params.validate.drift_max_kl)
+                                            params.validate.drift_max_kl, labels_are="dog answers")
         version = registry.state()["production"]
         test = registry.test_predictions(version) if version else None
         served_by_production = unique[unique["model_version"] == version]["p_dog"]
@@ -195,10 +195,17 @@ def plot(days: pd.DataFrame, target: Path) -> Path:
             centre = judged["accuracy"] * 100
             accuracy.errorbar(pd.to_datetime(judged["day"]), centre, marker="o", capsize=4, label=version,
                               yerr=[centre - judged["accuracy_low"] * 100, judged["accuracy_high"] * 100 - centre])
+    import matplotlib.dates
+
     served.set_ylabel("images served")
     uncertain.set_ylabel("low-confidence %")
     accuracy.set_ylabel("online accuracy %")
+    uncertain.set_ylim(0, 100)
     accuracy.set_ylim(0, 100)
+    first, last = pd.to_datetime(days["day"]).min(), pd.to_datetime(days["day"]).max()
+    accuracy.set_xlim(first - pd.Timedelta(days=1), last + pd.Timedelta(days=1))
+    accuracy.xaxis.set_major_locator(matplotlib.dates.DayLocator(interval=max(1, (last - first).days // 8)))
+    accuracy.xaxis.set_major_formatter(matplotlib.dates.DateFormatter("%Y-%m-%d"))
     for axis in (served, uncertain, accuracy):
         axis.grid(alpha=0.3)
         if axis.get_legend_handles_labels()[0]:

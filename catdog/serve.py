@@ -40,7 +40,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from catdog.admission import Admission, Overloaded
 from catdog.config import MonitorParams, ServeParams
 from catdog.errors import CatdogError
-from catdog.images import ImageError, ImageFacts, load_model_input_and_facts
+from catdog.images import ImageError, ImageFacts, load_model_input_and_facts, with_tone
 from catdog.labelling import LabelSetup
 from catdog.prediction_log import InputStore, PredictionLog, utc_now
 from catdog.predict import LoadedModel, label_of, load_for_prediction
@@ -48,7 +48,7 @@ from catdog.registry import PRODUCTION, Registry
 
 TOKEN_VARIABLE = "CATDOG_SERVE_TOKEN"
 PAGE = Path(__file__).with_name("serve_page.html")
-ENDPOINTS = {"/", "/healthz", "/models", "/metrics", "/predict", "/label"}
+ENDPOINTS = {"/", "/healthz", "/models", "/metrics", "/predict", "/label", "/v2"}
 PAGES = {"/", "/label"}
 log = logging.getLogger("catdog.serve")
 
@@ -80,6 +80,7 @@ class ModelHolder:
     def __init__(self, registry: Registry, ref: str, on_change: Callable[[LoadedModel], None] = lambda m: None):
         self.registry, self.ref, self.on_change = registry, ref, on_change
         self.current: LoadedModel | None = None
+        self._other: LoadedModel | None = None
         self.problem = "loading the model"
 
     def wanted_version(self) -> str | None:
@@ -105,6 +106,14 @@ class ModelHolder:
         previous, self.current = self.current, loaded
         log.warning("serve: now serving %s%s", loaded.version, f" (was {previous.version})" if previous else "")
         self.on_change(loaded)
+
+    async def version(self, ref: str) -> LoadedModel:
+        """A registry version other than the one serving (v2's /versions/vNNNN), loaded once: the
+        last one asked for stays loaded."""
+        if self._other is None or self._other.version != ref:
+            self.registry.resolve(ref)  # an unknown version: RegistryError, before any loading
+            self._other = await asyncio.to_thread(load_for_prediction, self.registry, ref)
+        return self._other
 
     async def watch(self, seconds: float) -> None:
         while True:
@@ -343,8 +352,25 @@ class Answering:
             self.inputs.keep(data, sha256, facts.format)
         return Converted(name, sha256, pixels, facts)
 
-    async def answer(self, uploads, served: LoadedModel, started: float, explain: bool = False) -> list[dict]:
-        converted = await self._convert_in_turn(uploads, served)
+    @staticmethod
+    def from_pixels(name: str, pixels: np.ndarray) -> Converted:
+        """An image sent already converted (the v2 protocol's `pixels`): its facts from the pixels."""
+        from PIL import Image
+
+        facts = with_tone(ImageFacts(None, "L", pixels.shape[1], pixels.shape[0]), Image.fromarray(pixels, "L"))
+        return Converted(name, hashlib.sha256(pixels.tobytes()).hexdigest(), pixels, facts)
+
+    async def answer(self, files: AsyncIterator[tuple[str, bytes]], served: LoadedModel, started: float,
+                     explain: bool = False) -> list[dict]:
+        """Encoded image files (name, bytes), read and converted one at a time, to answers."""
+        loop, converted = asyncio.get_running_loop(), []
+        async for name, data in files:
+            converted.append(await loop.run_in_executor(self.decoder, self.convert, name, data, served))
+            del data
+        return await self.answer_converted(converted, served, started, explain)
+
+    async def answer_converted(self, converted: list[Converted], served: LoadedModel, started: float,
+                               explain: bool = False) -> list[dict]:
         images = [c.pixels for c in converted if c.error is None]
         scores = await self._scores(served, images)
         why = [_data_url(png) for png in await self.batcher.why_maps(served, images)] if explain and images else None
@@ -352,15 +378,6 @@ class Answering:
         if self.log is not None:
             self.log.append(records)
         return results
-
-    async def _convert_in_turn(self, uploads, served: LoadedModel) -> list[Converted]:
-        loop, converted = asyncio.get_running_loop(), []
-        for upload in uploads:
-            data = await upload.read()
-            converted.append(await loop.run_in_executor(self.decoder, self.convert, upload.filename, data, served))
-            del data
-            await upload.close()
-        return converted
 
     async def _scores(self, served: LoadedModel, images: list[np.ndarray]) -> list[float]:
         with self.admission.queued_images(len(images)):  # over the budget: 503 + Retry-After
@@ -447,7 +464,7 @@ def create_app(setup: ServeSetup):
     @app.middleware("http")
     async def guard_and_count(request: Request, call_next):
         path = request.url.path
-        endpoint = path if path in ENDPOINTS else "/label" if path.startswith("/label") else "other"
+        endpoint = path if path in ENDPOINTS else next((p for p in ("/label", "/v2") if path.startswith(p)), "other")
         request.state.who = _token_name(request, tokens) if tokens else "local"
         if tokens and endpoint != "/healthz" and request.state.who is None:
             response = JSONResponse({"detail": f"missing or wrong token: send 'Authorization: Bearer <token>' "
@@ -491,7 +508,7 @@ def create_app(setup: ServeSetup):
             raise HTTPException(413, _too_large_message(params))
         with admission.request_bytes(declared):  # over budget: 503 at once, the body left unread
             uploads = await _uploads(request, params, setup.body_limit)
-            results = await answering.answer(uploads, served, started, explain)
+            results = await answering.answer(_read_in_turn(uploads), served, started, explain)
         good = sum(r.get("error") is None for r in results)
         metrics.images.inc(good)
         metrics.rejected.inc(len(results) - good)
@@ -499,6 +516,9 @@ def create_app(setup: ServeSetup):
         return JSONResponse({"model_version": served.version, "results": results},
                             status_code=200 if good == len(results) else 422)
 
+    from catdog.v2_routes import v2_router
+
+    app.include_router(v2_router(setup, holder, answering, admission))
     if setup.labels is not None:
         from catdog.label_routes import label_router
 
@@ -521,6 +541,13 @@ async def _uploads(request: Request, params: ServeParams, body_limit: int) -> li
             raise HTTPException(413, f"{upload.filename}: {upload.size:,} bytes is over the limit of "
                                      f"{params.max_upload_bytes:,} (serve.max_upload_bytes)")
     return uploads
+
+
+async def _read_in_turn(uploads) -> AsyncIterator[tuple[str, bytes]]:
+    for upload in uploads:
+        data = await upload.read()
+        await upload.close()
+        yield upload.filename, data
 
 
 def _too_large_message(params: ServeParams) -> str:
