@@ -38,6 +38,9 @@ browser:
 
 lock:
 	$(BIN)/uv pip compile --quiet --python-version 3.11 requirements.in -o requirements.lock
+	@# the container's runtime requirements, within the pipeline's versions
+	$(BIN)/uv pip compile --quiet --python-version 3.11 deployments/container/requirements-serve.in \
+	  -c requirements.lock -o deployments/container/requirements-serve.lock
 
 clean:
 	rm -rf $(VENV)

@@ -458,6 +458,13 @@ def print_table(results: dict) -> None:
         print(f"| serve with the prediction log vs without (img/s, median; pair ratios) | {log['logged']:.2f} | "
               f"{log['not_logged']:.2f} | {log['ratio']:.2f}x ({', '.join(f'{r:.2f}' for r in log['pair_ratios'])})"
               f" | >= 0.95x |")
+        sh = s["shadow"]
+        print(f"| serve with a shadow candidate vs without (img/s, median; pair ratios) | {sh['with_shadow']:.2f} | "
+              f"{log['logged']:.2f} | {sh['ratio']:.2f}x ({', '.join(f'{r:.2f}' for r in sh['pair_ratios'])}) | "
+              f">= 0.7x |")
+        print(f"| serve with a shadow: p99 (ms), vs without; share of served images the shadow scored | "
+              f"{sh['p99_ms']:.0f} | {s['p99_ms']:.0f} | {sh['p99_ratio']:.2f}x; {sh['scored_share']:.0%} | "
+              f"<= 1.5x |")
         w = s["switching"]
         print(f"| serve while production switches twice: requests, errors, versions | {w['requests']}, "
               f"{w['errors']}, {' -> '.join(w['versions_in_order'])} | | | no errors |")

@@ -1,7 +1,8 @@
 """The `catdog serve` part of `make bench`: a bounded load test on loopback that stops by itself.
 
 8 client threads send real photos, one per request, to a `catdog serve` process serving the spec
-model at 256 px, with the prediction log on and, in turn, off; in alternating rounds with the same
+model at 256 px, with the prediction log on and, in turn, off, and with a shadow candidate; in
+alternating rounds with the same
 photos through `catdog predict`'s function in one process. Then the same load while the
 production model is switched twice. `bench_flood` sends the largest requests allowed, many at
 once, and follows the server's memory.
@@ -135,15 +136,17 @@ def bench_serve(photo_dir: Path, work: Path, size: int, requests: int, pairs: in
     from catdog.predict import load_for_prediction, predict_files
     from catdog.registry import Registry
 
-    project, unlogged = work / "serve", work / "serve-unlogged"
-    for folder in (project, unlogged):
+    project, unlogged, shadowed = work / "serve", work / "serve-unlogged", work / "serve-shadow"
+    for folder in (project, unlogged, shadowed):
         if folder.exists():
             shutil.rmtree(folder)
         copy_project(folder)
     first, second = _registry_of_two(project, size)
     set_params(unlogged, {"serve": {"log_predictions": False}})
-    (unlogged / "data").mkdir(exist_ok=True)
-    (unlogged / "data" / "registry").symlink_to(project / "data" / "registry")  # the same models
+    set_params(shadowed, {"serve": {"shadow": "candidate"}})  # v0002, the candidate, shadows v0001
+    for other in (unlogged, shadowed):
+        (other / "data").mkdir(exist_ok=True)
+        (other / "data" / "registry").symlink_to(project / "data" / "registry")  # the same models
     files = sorted(photo_dir.rglob("*.jpg"))
     photos = [(path.name, path.read_bytes()) for path in files]
     per_pair = requests // pairs
@@ -157,15 +160,19 @@ def bench_serve(photo_dir: Path, work: Path, size: int, requests: int, pairs: in
             done += len(chosen)
         return per_pair / (time.perf_counter() - start)
 
-    with _server(project) as (url, pid), _server(unlogged) as (url_unlogged, _):
-        _load(url, photos, 4 * CLIENTS)  # warm-up: the first calls trace the graph
-        _load(url_unlogged, photos, 4 * CLIENTS)
+    with _server(project) as (url, pid), _server(unlogged) as (url_unlogged, _), \
+            _server(shadowed) as (url_shadowed, _):
+        for address in (url, url_unlogged, url_shadowed):
+            _load(address, photos, 4 * CLIENTS)  # warm-up: the first calls trace the graph
         one_process()
         rss_start = _rss_mb(pid)
-        served, not_logged, alone = [], [], []
+        served, not_logged, with_shadow, alone, shadow_scored = [], [], [], [], []
         for _ in range(pairs):
             served.append(_load(url, photos, per_pair))
             not_logged.append(_load(url_unlogged, photos, per_pair))
+            before = _counter(url_shadowed, "catdog_shadow_images_total")
+            with_shadow.append(_load(url_shadowed, photos, per_pair))
+            shadow_scored.append(_counter(url_shadowed, "catdog_shadow_images_total") - before)
             alone.append(one_process())
         rss_end = _rss_mb(pid)
         log_lines = sum(len(f.read_text().splitlines()) for f in (project / "data" / "serving").glob("*.jsonl"))
@@ -196,7 +203,16 @@ def bench_serve(photo_dir: Path, work: Path, size: int, requests: int, pairs: in
                "pair_ratios": [a["images_per_second"] / b["images_per_second"] for a, b in zip(served, not_logged)],
                "p99_ms": [statistics.median(r["p99_ms"] for r in runs) for runs in (served, not_logged)],
                "log_lines": log_lines, "target": ">= 0.95x"}
+    shadow_throughput = statistics.median(r["images_per_second"] for r in with_shadow)
+    shadow = {"with_shadow": shadow_throughput, "ratio": shadow_throughput / throughput,
+              "pair_ratios": [a["images_per_second"] / b["images_per_second"] for a, b in zip(with_shadow, served)],
+              "p99_ms": statistics.median(r["p99_ms"] for r in with_shadow),
+              "p99_ratio": statistics.median(r["p99_ms"] for r in with_shadow) / statistics.median(
+                  r["p99_ms"] for r in served),
+              "scored_share": sum(shadow_scored) / (per_pair * pairs), "errors": sum(r["errors"] for r in with_shadow),
+              "target": ">= 0.7x throughput, p99 within 1.5x"}
     return {"unit": "img/s", "catdog": throughput, "baseline": one, "ratio": throughput / one, "logging": logging,
+            "shadow": shadow,
             "samples": [[r["images_per_second"] for r in served], alone],
             "requests": per_pair * pairs, "clients": CLIENTS,
             "p50_ms": statistics.median(r["p50_ms"] for r in served),
@@ -206,6 +222,13 @@ def bench_serve(photo_dir: Path, work: Path, size: int, requests: int, pairs: in
             "catdog_is": f"catdog serve, {CLIENTS} clients, one photo per request, batching on",
             "baseline_is": "catdog.predict.predict_files over the same photos in one process",
             "target": ">= 0.8x, no errors, memory flat within 10%, no failed request while switching"}
+
+
+def _counter(url: str, name: str) -> float:
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
 
 
 def largest_jpeg(limit: int) -> bytes:

@@ -216,8 +216,14 @@ def cmd_models(args) -> None:
             s = _card_summary(c)
             print(f"{s['version']}  {s['status']:<20} accuracy {s['accuracy']:.4f}  {s['created']}  {s['reason']}")
     elif args.action == "show":
+        from catdog.monitor import shadow_comparison
+
         card = registry.card(args.version)
-        print(json.dumps(card, indent=2) if args.json else _format_card(card))
+        shadow = shadow_comparison(_paths(args).serving, card["version"])
+        if args.json:
+            print(json.dumps({**card, "shadow": shadow.to_dict() if shadow else None}, indent=2))
+        else:
+            print(_format_card(card) + (f"\nshadow           {shadow.sentence()}" if shadow else ""))
     elif args.action == "promote":
         print(f"{registry.promote(args.version, force=args.force)} is now production")
     elif args.action == "rollback":

@@ -20,9 +20,9 @@ import pandas as pd
 from catdog.config import Params
 from catdog.drift import DriftReport, PredictionShift, compare_with_production, prediction_shift, production_data
 from catdog.errors import CatdogError
-from catdog.gate import wilson_interval
+from catdog.gate import Paired, compare, wilson_interval
 from catdog.labelling import CLASSES, read_labels
-from catdog.prediction_log import read_log, utc_now
+from catdog.prediction_log import SHADOW_LOG, read_log, utc_now
 from catdog.registry import Registry
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([mhdw])$")
@@ -225,3 +225,44 @@ def run(params: Params, serving_dir: Path, registry: Registry, since: dt.datetim
     if plot_file is not None and report.served:
         plot(daily(serving_dir, since, params.monitor.uncertain_band), plot_file)
     return report
+
+
+@dataclass(frozen=True)
+class ShadowComparison:
+    """A shadow candidate against production on the same live images."""
+
+    version: str
+    production_version: str
+    images: int
+    agreement: float
+    paired: Paired | None  # on the labelled ones
+
+    def sentence(self) -> str:
+        text = (f"live shadow traffic: {self.version} agreed with production {self.production_version} on "
+                f"{self.agreement:.1%} of {self.images} served images")
+        if self.paired is None:
+            return text + "; none of them labelled yet, so no accuracies"
+        return text + f"; on the {self.paired.images} labelled: {self.version} {self.paired.sentence()}"
+
+    def to_dict(self) -> dict:
+        return {"version": self.version, "production_version": self.production_version, "images": self.images,
+                "agreement": self.agreement, "paired": self.paired.to_dict() if self.paired else None}
+
+
+def shadow_comparison(serving_dir: Path, version: str, since: dt.datetime | None = None) -> ShadowComparison | None:
+    """How `version`, shadow scoring, compared with production on the images both answered; with labels,
+    both accuracies on the same labelled images and the gate's paired test. None: it never shadowed."""
+    frames = [read_log(folder, since, shadow=True) for folder in (serving_dir, serving_dir / SHADOW_LOG)]
+    rows = pd.concat([f for f in frames if not f.empty] or frames[:1], ignore_index=True)
+    rows = rows[rows["model_version"] == version]
+    if rows.empty:
+        return None
+    production = str(rows["production_version"].mode().iloc[0])
+    agreement = float((rows["label"] == rows["production_label"]).mean())
+    labels = read_labels(serving_dir)
+    truth = labels[labels["label"].isin(CLASSES)].drop_duplicates("sha256").set_index("sha256")["label"]
+    judged = rows.drop_duplicates("sha256").assign(truth=lambda f: f["sha256"].map(truth)).dropna(subset=["truth"])
+    paired = (compare((judged["label"] == judged["truth"]).to_numpy(),
+                      (judged["production_label"] == judged["truth"]).to_numpy(), production)
+              if len(judged) else None)
+    return ShadowComparison(version, production, len(rows), agreement, paired)

@@ -3,6 +3,10 @@
     data/serving/predictions-2026-12-02.jsonl   a file per UTC day
     data/serving/inputs/ab/ab12...e9.jpg         the uploads themselves, by content hash (serve.keep_inputs)
 
+With serve.shadow, the shadow candidate's answers are records too (`"shadow": true`, beside
+production's answer to the same image), in the same files or, without a prediction log, in
+data/serving/shadow/.
+
 Each request's lines are appended with one write() on a file opened O_APPEND, before its answer
 is sent: a killed server leaves every line it wrote whole and readable (an answered image is
 always in the log), and two servers sharing the folder never interleave inside a line. The
@@ -22,8 +26,10 @@ from pathlib import Path
 import pandas as pd
 
 LOG_PREFIX = "predictions-"
+SHADOW_LOG = "shadow"  # the shadow's own log folder, when serving logs nothing else
 COLUMNS = ["time", "request", "file", "sha256", "model_version", "p_dog", "label", "latency_ms", "format",
            "width", "height", "aspect", "brightness", "contrast", "error"]
+SHADOW_COLUMNS = ["shadow", "production_version", "production_p_dog", "production_label"]  # shadow records only
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "BMP": "bmp", "WEBP": "webp", "TIFF": "tif"}
 
 
@@ -65,8 +71,9 @@ def log_files(folder: Path, since: dt.datetime | None = None) -> list[Path]:
     return [f for f in files if f.stem[len(LOG_PREFIX):] >= first_day]
 
 
-def read_log(folder: Path, since: dt.datetime | None = None) -> pd.DataFrame:
-    """Every whole record at or after `since` (a line cut short by a crash mid-write is skipped)."""
+def read_log(folder: Path, since: dt.datetime | None = None, shadow: bool = False) -> pd.DataFrame:
+    """Every whole record at or after `since` (a line cut short by a crash mid-write is skipped): the
+    answers served, or with `shadow` the shadow candidate's answers instead."""
     rows = []
     for path in log_files(folder, since):
         with open(path, encoding="utf-8", errors="replace") as lines:
@@ -75,11 +82,13 @@ def read_log(folder: Path, since: dt.datetime | None = None) -> pd.DataFrame:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError:
                     continue
-    frame = pd.DataFrame(rows, columns=COLUMNS) if rows else pd.DataFrame(columns=COLUMNS)
+    frame = pd.DataFrame(rows, columns=COLUMNS + SHADOW_COLUMNS)
     frame["time"] = pd.to_datetime(frame["time"], utc=True, format="ISO8601")
+    frame["shadow"] = frame["shadow"].fillna(False).astype(bool)
     if since is not None:
         frame = frame[frame["time"] >= pd.Timestamp(since)]
-    return frame.reset_index(drop=True)
+    served = frame[~frame["shadow"]] if not shadow else frame[frame["shadow"]]
+    return served[COLUMNS + SHADOW_COLUMNS if shadow else COLUMNS].reset_index(drop=True)
 
 
 # ---------------------------------------------------------------- kept inputs

@@ -2,7 +2,9 @@
 
 The gate compares the candidate with the current production model on the same test images
 (catdog/gate.py). The candidate's answers are evaluate's (confusion.csv); production answers
-the same ingested files here, converted at its own input size and resize policy.
+the same ingested files here, converted at its own input size and resize policy. A candidate the
+gate would bless is promoted only if it answers like evaluate through the serving path
+(catdog/servable.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from catdog import drift, gate
 from catdog.config import Params
 from catdog.files import read_json, write_json
 from catdog.registry import Decision, Registry, RegistryError
+from catdog.servable import servable_problem
 
 
 def code_revision(project_dir: Path) -> str:
@@ -76,6 +79,10 @@ def run(params: Params, project_dir: Path, model_dir: Path, metrics_dir: Path, i
             actual = answers["actual"].to_numpy()
             paired = gate.compare(answers["predicted"].to_numpy() == actual, labels == actual, production)
     verdict = gate.decide(accuracy, params.register, production, paired, unscorable)
+    if verdict.production:  # a model the server could not serve as evaluated is never promoted
+        problem = servable_problem(model_dir / "model.keras", params, answers, files)
+        if problem:
+            verdict = gate.Verdict(False, f"not promoted, it fails infra validation: {problem}")
     if judged_on != TEST_SPLIT:
         verdict = dataclasses.replace(verdict, reason=f"on {judged_on}: {verdict.reason}")
     card = {

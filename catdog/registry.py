@@ -102,6 +102,16 @@ class Registry:
     def cards(self) -> list[dict]:
         return [self.card(version) for version in self.versions()]
 
+    def newest_candidate(self) -> str | None:
+        """The newest version the gate did not promote, if it is newer than production."""
+        production = self.state()["production"]
+        for version in reversed(self.versions()):
+            if production is not None and int(version[1:]) <= int(production[1:]):
+                return None
+            if self.card(version)["status"] == "candidate":
+                return version
+        return None
+
     def model_path(self, ref: str) -> Path:
         """The model file of a version, after checking it is the file that was registered."""
         version = self.resolve(ref)

@@ -21,6 +21,7 @@ it alone, so a promotion or rollback never fails or mixes a request.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import hmac
@@ -42,7 +43,7 @@ from catdog.config import MonitorParams, ServeParams
 from catdog.errors import CatdogError
 from catdog.images import ImageError, ImageFacts, load_model_input_and_facts, with_tone
 from catdog.labelling import LabelSetup
-from catdog.prediction_log import InputStore, PredictionLog, utc_now
+from catdog.prediction_log import SHADOW_LOG, InputStore, PredictionLog, utc_now
 from catdog.predict import LoadedModel, label_of, load_for_prediction
 from catdog.registry import PRODUCTION, Registry
 
@@ -50,6 +51,7 @@ TOKEN_VARIABLE = "CATDOG_SERVE_TOKEN"
 PAGE = Path(__file__).with_name("serve_page.html")
 ENDPOINTS = {"/", "/healthz", "/models", "/metrics", "/predict", "/label", "/v2"}
 PAGES = {"/", "/label"}
+PROBES = {"/healthz", "/v2/health/live", "/v2/health/ready"}  # a platform's probes send no token
 log = logging.getLogger("catdog.serve")
 
 
@@ -77,10 +79,13 @@ class ModelHolder:
     """The model being served. With ref 'production' it follows the registry's production
     version; a fixed vNNNN never changes. Loads happen in a worker thread."""
 
-    def __init__(self, registry: Registry, ref: str, on_change: Callable[[LoadedModel], None] = lambda m: None):
-        self.registry, self.ref, self.on_change = registry, ref, on_change
+    def __init__(self, registry: Registry, ref: str, on_change: Callable[[LoadedModel], None] = lambda m: None,
+                 warm_sizes: tuple[int, ...] = (1,)):
+        self.registry, self.ref, self.on_change, self.warm_sizes = registry, ref, on_change, warm_sizes
         self.current: LoadedModel | None = None
         self._other: LoadedModel | None = None
+        self.shadow: LoadedModel | None = None  # serve.shadow: candidate
+        self.follow_shadow = False
         self.problem = "loading the model"
 
     def wanted_version(self) -> str | None:
@@ -98,7 +103,7 @@ class ModelHolder:
                 return
             if self.current is not None and self.current.version == wanted:
                 return
-            loaded = await asyncio.to_thread(load_for_prediction, self.registry, wanted)
+            loaded = await self._load(wanted)
         except Exception as error:  # a damaged or missing file: keep serving what we have
             self.problem = f"cannot load the model: {error}"
             log.error("serve: %s", self.problem)
@@ -112,13 +117,50 @@ class ModelHolder:
         last one asked for stays loaded."""
         if self._other is None or self._other.version != ref:
             self.registry.resolve(ref)  # an unknown version: RegistryError, before any loading
-            self._other = await asyncio.to_thread(load_for_prediction, self.registry, ref)
+            self._other = await self._load(ref)
         return self._other
+
+    async def _load(self, ref: str) -> LoadedModel:
+        loaded = await asyncio.to_thread(load_for_prediction, self.registry, ref)
+        await asyncio.to_thread(warm_up, loaded, self.warm_sizes)  # before it answers anyone
+        return loaded
+
+    async def refresh_shadow(self) -> None:
+        """Follow the newest candidate the gate did not promote; none once it is promoted or superseded."""
+        try:
+            wanted = self.registry.newest_candidate()
+            if wanted is None or (self.shadow is not None and self.shadow.version == wanted):
+                self.shadow = None if wanted is None else self.shadow
+                return
+            self.shadow = await self._load(wanted)
+            log.warning("serve: shadow scoring with candidate %s", wanted)
+        except Exception as error:  # a shadow that cannot load never touches serving
+            log.error("serve: no shadow: %s", error)
+            self.shadow = None
 
     async def watch(self, seconds: float) -> None:
         while True:
             await self.refresh()
+            if self.follow_shadow:
+                await self.refresh_shadow()
             await asyncio.sleep(seconds)
+
+
+def warm_sizes(max_batch_size: int) -> tuple[int, ...]:
+    """The batch sizes to warm a model up with: powers of two up to the batcher's largest, and it."""
+    return tuple(sorted({2**i for i in range(max_batch_size.bit_length()) if 2**i <= max_batch_size}
+                        | {max_batch_size}))
+
+
+def warm_up(loaded: LoadedModel, sizes: tuple[int, ...], rounds: int = 2) -> None:
+    """Run a few batches of each size through a freshly loaded model, so that the first requests on
+    it do not pay for TensorFlow's tracing (TF Serving's --enable_model_warmup answers the same)."""
+    from catdog.model import predict_p_dog
+
+    for size in sizes:
+        batch = np.zeros((size, loaded.image_size, loaded.image_size, 1), np.uint8)
+        for _ in range(rounds):
+            predict_p_dog(loaded.model, [batch], loaded.flip_tta)
 
 
 # ---------------------------------------------------------------- batching
@@ -131,6 +173,16 @@ class _Pending:
     answer: asyncio.Future
 
 
+_WAKE = object()  # put in the batcher's queue to wake it for shadow work
+
+
+@dataclass(frozen=True)
+class _Shadowed:
+    model: LoadedModel  # the shadow candidate
+    image: np.ndarray
+    record: dict  # production's log record of the same image
+
+
 class Batcher:
     """Collects images from concurrent requests into model calls of at most `max_size` images.
 
@@ -139,10 +191,39 @@ class Batcher:
     run one at a time in a dedicated thread (TensorFlow uses both cores for each)."""
 
     def __init__(self, max_size: int, max_wait: float,
-                 on_batch: Callable[[int, float], None] = lambda n, seconds: None):
+                 on_batch: Callable[[int, float], None] = lambda n, seconds: None, shadow_backlog: int = 1024):
         self.max_size, self.max_wait, self.on_batch = max_size, max_wait, on_batch
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catdog-predict")
+        # Shadow scoring takes only the model's idle time: its backlog is bounded, the oldest dropped.
+        self.shadow: collections.deque[_Shadowed] = collections.deque(maxlen=shadow_backlog)
+        self.shadow_dropped = 0
+        self.on_shadow: Callable[[list[_Shadowed], list[float]], None] = lambda items, scores: None
+
+    def shadow_score(self, items: list[_Shadowed]) -> None:
+        """Queue images for the shadow model; never waits (a full backlog drops its oldest)."""
+        for item in items:
+            if len(self.shadow) == self.shadow.maxlen:
+                self.shadow_dropped += 1
+            self.shadow.append(item)
+        if items and self.queue.empty():
+            self.queue.put_nowait(_WAKE)  # an idle batcher waits on the queue: the shadow's turn now
+
+    async def _shadow_batch(self) -> None:
+        model = self.shadow[0].model
+        batch = []
+        while self.shadow and len(batch) < self.max_size and self.shadow[0].model is model:
+            batch.append(self.shadow.popleft())
+        from catdog.model import predict_p_dog
+
+        images = np.stack([item.image for item in batch])[..., np.newaxis]
+        try:
+            scores = await asyncio.get_running_loop().run_in_executor(
+                self.executor, lambda: predict_p_dog(model.model, [images], model.flip_tta))
+        except Exception as error:  # the shadow never disturbs serving
+            log.error("serve: shadow scoring failed: %s", error)
+            return
+        self.on_shadow(batch, scores.tolist())
 
     async def p_dog(self, served: LoadedModel, images: list[np.ndarray]) -> list[float]:
         loop = asyncio.get_running_loop()
@@ -156,7 +237,13 @@ class Batcher:
         waiting: list[_Pending] = []
         while True:
             if not waiting:
-                waiting.append(await self.queue.get())
+                if self.shadow and self.queue.empty():  # idle: the shadow's turn, one batch at a time
+                    await self._shadow_batch()
+                    continue
+                first = await self.queue.get()
+                if first is _WAKE:
+                    continue
+                waiting.append(first)
             deadline = loop.time() + self.max_wait
             while len(waiting) < self.max_size:
                 try:
@@ -170,6 +257,9 @@ class Batcher:
                     waiting.append(await asyncio.wait_for(self.queue.get(), deadline - loop.time()))
                 except TimeoutError:
                     break
+            waiting = [item for item in waiting if item is not _WAKE]
+            if not waiting:
+                continue
             served = waiting[0].served
             batch = [item for item in waiting if item.served is served][: self.max_size]
             chosen = {id(item) for item in batch}
@@ -244,6 +334,9 @@ class Metrics:
         self.inflight = Gauge("catdog_inflight_bytes", "request bytes admitted and not yet answered",
                               registry=self.registry)
         self.queued = Gauge("catdog_queued_images", "converted images waiting for the model", registry=self.registry)
+        self.shadow = Counter("catdog_shadow_images", "images the shadow candidate scored", registry=self.registry)
+        self.shadow_dropped = Gauge("catdog_shadow_dropped", "images dropped from the shadow's full backlog",
+                                    registry=self.registry)
 
     def answered(self, version: str, scores: list[float], uncertain_band: float) -> None:
         self.served.labels(version=version).inc(len(scores))
@@ -340,6 +433,8 @@ class Answering:
         self.decoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="catdog-decode")
         self.log = PredictionLog(setup.serving_dir) if setup.params.log_predictions else None
         self.inputs = InputStore(setup.serving_dir / "inputs") if setup.params.keep_inputs else None
+        self.shadow_log: PredictionLog | None = None  # with serve.shadow (see create_app)
+        self.shadow_model: Callable[[], LoadedModel | None] = lambda: None
 
     def convert(self, name: str, data: bytes, served: LoadedModel) -> Converted:
         sha256 = hashlib.sha256(data).hexdigest()
@@ -377,7 +472,21 @@ class Answering:
         results, records = self._answers(converted, scores, why, served, started)
         if self.log is not None:
             self.log.append(records)
+        shadow = self.shadow_model()
+        if shadow is not None and shadow.version != served.version:
+            answered = [(c.pixels, r) for c, r in zip(converted, records) if c.error is None]
+            self.batcher.shadow_score([_Shadowed(shadow, pixels, record) for pixels, record in answered])
         return results
+
+    def log_shadow(self, items: list[_Shadowed], scores: list[float]) -> None:
+        """The shadow's answers, each beside production's for the same image (agreement needs both)."""
+        now = utc_now().isoformat(timespec="milliseconds")
+        records = [{**item.record, "time": now, "model_version": item.model.version, "p_dog": round(p, 6),
+                    "label": label_of(p, item.model.threshold), "latency_ms": None, "shadow": True,
+                    "production_version": item.record["model_version"], "production_p_dog": item.record["p_dog"],
+                    "production_label": item.record["label"]} for item, p in zip(items, scores)]
+        self.metrics.shadow.inc(len(records))
+        self.shadow_log.append(records)
 
     async def _scores(self, served: LoadedModel, images: list[np.ndarray]) -> list[float]:
         with self.admission.queued_images(len(images)):  # over the budget: 503 + Retry-After
@@ -434,14 +543,21 @@ def create_app(setup: ServeSetup):
     params, registry = setup.params, setup.registry
     metrics = Metrics()
     admission = Admission(params.max_inflight_bytes, params.max_queued_images)
-    holder = ModelHolder(registry, params.model, on_change=metrics.serving)
+    holder = ModelHolder(registry, params.model, on_change=metrics.serving, warm_sizes=warm_sizes(params.max_batch_size))
 
     def on_batch(images: int, seconds: float) -> None:
         metrics.batch_size.observe(images)
         admission.answered(images, seconds)
 
-    batcher = Batcher(params.max_batch_size, params.max_wait_ms / 1000, on_batch=on_batch)
+    batcher = Batcher(params.max_batch_size, params.max_wait_ms / 1000, on_batch=on_batch,
+                      shadow_backlog=params.shadow_backlog)
     answering = Answering(setup, batcher, admission, metrics)
+    if params.shadow == "candidate":
+        holder.follow_shadow = True
+        # the shadow's answers go to the prediction log, or to a log of their own without one
+        answering.shadow_log = answering.log or PredictionLog(setup.serving_dir / SHADOW_LOG)
+        answering.shadow_model = lambda: holder.shadow
+        batcher.on_shadow = answering.log_shadow
 
     @contextlib.asynccontextmanager
     async def lifespan(app) -> AsyncIterator[None]:
@@ -466,7 +582,7 @@ def create_app(setup: ServeSetup):
         path = request.url.path
         endpoint = path if path in ENDPOINTS else next((p for p in ("/label", "/v2") if path.startswith(p)), "other")
         request.state.who = _token_name(request, tokens) if tokens else "local"
-        if tokens and endpoint != "/healthz" and request.state.who is None:
+        if tokens and path not in PROBES and request.state.who is None:
             response = JSONResponse({"detail": f"missing or wrong token: send 'Authorization: Bearer <token>' "
                                                f"(the server's {TOKEN_VARIABLE})"}, status_code=401)
         else:
@@ -484,13 +600,14 @@ def create_app(setup: ServeSetup):
     async def models():
         cards = await asyncio.to_thread(registry.cards)
         return {"serving": holder.current.version if holder.current else None,
-                "following": params.model,
+                "following": params.model, "shadow": holder.shadow.version if holder.shadow else None,
                 "models": [{"version": c["version"], "status": c["status"], "accuracy": c["metrics"]["accuracy"],
                             "created": c["created"]} for c in cards]}
 
     @app.get("/metrics")
     async def prometheus():
         metrics.inflight.set(admission.bytes_in_flight)
+        metrics.shadow_dropped.set(batcher.shadow_dropped)
         return Response(metrics.text(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/", response_class=HTMLResponse)

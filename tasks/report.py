@@ -71,6 +71,10 @@ def serving_lines(paths) -> list[str]:
     report = monitor.build(params, paths.serving, registry, now - dt.timedelta(hours=24))
     days = monitor.daily(paths.serving, now - dt.timedelta(days=30), params.monitor.uncertain_band)
     lines = report.lines()
+    candidate = registry.newest_candidate()
+    shadow = monitor.shadow_comparison(paths.serving, candidate, now - dt.timedelta(hours=24)) if candidate else None
+    if shadow is not None:
+        lines.append(f"- {shadow.sentence()}")
     if not days.empty:
         monitor.plot(days, paths.serving / "monitor.png")
         lines += ["", f"Per day, the last 30 days: `{paths.serving / 'monitor.png'}`"]

@@ -41,14 +41,14 @@ def constant_model(p_dog_logit: float):
     return model
 
 
-def register(project: Path, model, accuracy: float = 0.9) -> str:
+def register(project: Path, model, accuracy: float = 0.9, metrics: dict | None = None) -> str:
     from catdog.config import load_params
     from catdog.gate import Verdict
     from catdog.registry import Registry
 
     path = project / f"model-{time.monotonic_ns()}.keras"
     model.save(path)
-    card = {"params": load_params(project / "params.yaml").to_dict(), "metrics": {"accuracy": accuracy},
+    card = {"params": load_params(project / "params.yaml").to_dict(), "metrics": {"accuracy": accuracy, **(metrics or {})},
             "training": {}, "data_fingerprint": "test", "code_revision": "test"}
     registry = Registry(project / "data" / "registry")
     first = registry.state()["production"] is None  # the first becomes production, later ones are candidates
