@@ -143,6 +143,9 @@ class ServeParams:
                                                                   "promote also scores every served image, in the "
                                                                   "background when the model is idle; its answers go "
                                                                   "to the prediction log")
+    shadow_share: float = _knob(0.15, min=0.0, max=1.0, help="shadow images scored per served image while "
+                                                             "requests keep the model busy (the rest wait for idle "
+                                                             "time); throughput drops by about as much")
     shadow_backlog: int = _knob(1024, min=1, help="images waiting for the shadow model; beyond it the oldest are "
                                                   "dropped (counted), so the shadow never delays an answer")
 

@@ -60,3 +60,32 @@ def test_the_shadow_backlog_is_bounded_and_counts_what_it_drops():
     batcher.shadow_score([_Shadowed(None, None, {"n": i}) for i in range(5)])
     assert [item.record["n"] for item in batcher.shadow] == [2, 3, 4] and batcher.shadow_dropped == 2
     batcher.close()
+
+
+def test_under_load_the_shadow_gets_its_share_of_the_model_and_no_more():
+    """A busy batcher (its queue never empty) still gives the shadow serve.shadow_share of the images."""
+    import asyncio
+
+    import numpy as np
+
+    from catdog.predict import LoadedModel
+    from catdog.serve import Batcher, _Shadowed
+    from tests.test_serve import constant_model
+
+    async def scenario():
+        batcher = Batcher(4, 0.0, shadow_share=0.25)
+        served = LoadedModel("v0001", constant_model(-1.0), 32, "stretch", 0.5)
+        shadow = LoadedModel("v0002", constant_model(1.0), 32, "stretch", 0.5)
+        scored = []
+        batcher.on_shadow = lambda items, scores: scored.extend(scores)
+        image = np.zeros((32, 32), np.uint8)
+        batcher.shadow_score([_Shadowed(shadow, image, {}) for _ in range(100)])
+        worker = asyncio.create_task(batcher.run())
+        answers = await batcher.p_dog(served, [image] * 40)  # all queued at once: never idle
+        worker.cancel()
+        batcher.close()
+        return answers, scored
+
+    answers, scored = asyncio.run(scenario())
+    # 40 served x 0.25 = 10; the last of them may still be in the model when the batcher is stopped
+    assert len(answers) == 40 and len(scored) in (9, 10), f"{len(scored)} shadow images for 40 served"
