@@ -139,7 +139,7 @@ class ServeParams:
                                              "prediction log that `catdog monitor` reads)")
     keep_inputs: bool = _knob(False, help="also keep each uploaded image by content hash (data/serving/inputs/), "
                                           "for the labelling queue")
-    shadow: str = _knob("off", choices=("off", "candidate"), help="candidate: the newest candidate the gate did not "
+    shadow: str = _knob("none", choices=("none", "candidate"), help="candidate: the newest candidate the gate did not "
                                                                   "promote also scores every served image, in the "
                                                                   "background when the model is idle; its answers go "
                                                                   "to the prediction log")
