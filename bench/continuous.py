@@ -21,7 +21,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from catdog.workspace import BIN, TINY_BUDGET, copy_project, set_params, tool_env
+from catdog.devtools.workspace import (
+    BIN,
+    TINY_BUDGET,
+    copy_project,
+    set_params,
+    tool_env,
+)
 
 
 def small_images(folder: Path, count: int) -> Path:
@@ -107,12 +113,13 @@ def stage_work_seconds(project: Path) -> dict:
     """source, ingest, validate and preprocess run in this process (imports done first, so only the
     stages' own work is timed), as `dvc repro` would run them once it has removed their previous
     outputs; seconds per stage."""
-    from catdog import ingest, preprocess, source, validate
-    from catdog.config import load_params
-    from catdog.paths import project as project_paths
-    from catdog.reuse import FileStore
-
     import great_expectations  # noqa: F401  (imported before the clock starts)
+
+    from catdog.core.config import load_params
+    from catdog.core.paths import project as project_paths
+    from catdog.data import intake, sources, validation
+    from catdog.data.reuse import FileStore
+    from catdog.stages import preprocess, source
 
     params, paths = load_params(project / "params.yaml"), project_paths(project)
     seconds = {}
@@ -124,10 +131,10 @@ def stage_work_seconds(project: Path) -> dict:
 
     timed("source", lambda: source.run(params.ingest, params.source_path(paths.root), paths.source_manifest,
                                        paths.cache))
-    timed("ingest", lambda: ingest.run(params.ingest, paths.ingested, params.source_path(paths.root), False,
-                                       source.read_manifest(paths.source_manifest), source.hashed_files(paths.cache),
+    timed("ingest", lambda: intake.ingest(params.ingest, paths.ingested, params.source_path(paths.root), False,
+                                       sources.read_manifest(paths.source_manifest), sources.hashed_files(paths.cache),
                                        FileStore(paths.cache / "ingested-files")))
-    timed("validate", lambda: validate.run(params.validate, paths.ingested, paths.validated,
+    timed("validate", lambda: validation.validate(params.validate, paths.ingested, paths.validated,
                                            paths.metrics / "validate.json", False, paths.cache))
     timed("preprocess", lambda: preprocess.run(params.preprocess, paths.validated, paths.ingested,
                                                paths.preprocessed, False, paths.cache))

@@ -24,7 +24,15 @@ import sys
 import time
 from pathlib import Path
 
-from catdog.workspace import BIN, REPO, SHARED_ZIP, TINY_BUDGET, copy_project, set_params, tool_env
+from catdog.devtools.workspace import (
+    BIN,
+    REPO,
+    SHARED_ZIP,
+    TINY_BUDGET,
+    copy_project,
+    set_params,
+    tool_env,
+)
 
 RESULTS = REPO / "bench" / "results"
 

@@ -23,10 +23,20 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from catdog.workspace import BIN, REPO, SHARED_ZIP, TINY_BUDGET, copy_project, set_params, tool_env as env
+from catdog.core.config import ValidateParams
+from catdog.devtools.workspace import (
+    BIN,
+    REPO,
+    SHARED_ZIP,
+    TINY_BUDGET,
+    copy_project,
+    set_params,
+)
+from catdog.devtools.workspace import tool_env as env
 
 RESULTS = REPO / "bench" / "results"
 SIZE = 256
+MAX_PIXELS = ValidateParams().max_pixels  # a project's default guard, for calls outside one
 
 
 def cpu() -> dict:
@@ -85,10 +95,10 @@ def _plain_pillow(path: Path) -> np.ndarray:
 def bench_preprocess(files: list[Path], pairs: int) -> dict:
     from functools import partial
 
-    from catdog.parallel import process_map
-    from catdog.preprocess import _convert
+    from catdog.core.parallel import process_map
+    from catdog.data.conversion import convert_image as _convert
 
-    convert = partial(_convert, root=Path("/"), size=SIZE, resize="stretch")
+    convert = partial(_convert, root=Path("/"), size=SIZE, resize="stretch", max_pixels=MAX_PIXELS)
     absolute = [str(path.resolve()).lstrip("/") for path in files]
 
     def product():  # the preprocess stage's own conversion, pool start included
@@ -163,9 +173,9 @@ def _bfloat16_pairs(product, baseline, pairs: int) -> dict:
 def bench_train(photo_dir: Path, shards: Path, steps: int, pairs: int) -> dict:
     import keras
 
-    from catdog.model import build_model
-    from catdog.shards import ShardReader
-    from catdog.batches import ShardBatches
+    from catdog.data.shards import ShardReader
+    from catdog.model.batches import ShardBatches
+    from catdog.model.network import build_model
 
     batch = 32
     reader = ShardReader(shards / "train")
@@ -201,11 +211,11 @@ def bench_input_wait(shards: Path, steps: int, runs: int, sizes=(64, 128, 256)) 
     at each size, in each precision this CPU runs natively; the worst of `runs` is quoted."""
     import keras
 
-    from catdog.batches import ShardBatches, augmentation
-    from catdog.model import build_model
-    from catdog.precision import resolve
-    from catdog.shards import ShardReader
-    from catdog.train import InputWait
+    from catdog.data.shards import ShardReader
+    from catdog.model.batches import ShardBatches, augmentation
+    from catdog.model.callbacks import InputWait
+    from catdog.model.network import build_model
+    from catdog.model.precision import resolve
 
     reader, batch, results = ShardReader(shards / "train"), 32, {}
     precisions = sorted({"float32", resolve("auto")[0]})
@@ -229,8 +239,8 @@ def bench_input_wait(shards: Path, steps: int, runs: int, sizes=(64, 128, 256)) 
 def bench_predict(photo_dir: Path, count: int, pairs: int) -> dict:
     import keras
 
-    from catdog.model import build_model
-    from catdog.predict import predict_files
+    from catdog.model.network import build_model
+    from catdog.serving.predict import predict_files
 
     model = build_model(SIZE)
     files = sorted(photo_dir.rglob("*.jpg"))[:count]
@@ -243,7 +253,7 @@ def bench_predict(photo_dir: Path, count: int, pairs: int) -> dict:
 
     def product():
         start = time.perf_counter()
-        predict_files(model, files, SIZE)
+        predict_files(model, files, SIZE, max_pixels=MAX_PIXELS)
         return len(files) / (time.perf_counter() - start)
 
     def baseline():
@@ -260,18 +270,18 @@ def bench_predict(photo_dir: Path, count: int, pairs: int) -> dict:
 
     def product_bfloat16():
         start = time.perf_counter()
-        predict_files(bf16_model, files, SIZE)
+        predict_files(bf16_model, files, SIZE, max_pixels=MAX_PIXELS)
         return len(files) / (time.perf_counter() - start)
 
     bf16_model = None
     if cpu()["bf16_flags"]:
-        from catdog.model import with_precision
+        from catdog.model.network import with_precision
 
         bf16_model = with_precision(model, "mixed_bfloat16")
         product_bfloat16()  # warm up
     return {"unit": "img/s", "catdog": mine, "baseline": base, "ratio": mine / base, "samples": [a, b],
             "bfloat16": _bfloat16_pairs(product_bfloat16, baseline, pairs),
-            "baseline_is": "image_dataset_from_directory + model.predict", "catdog_is": "catdog.predict.predict_files"}
+            "baseline_is": "image_dataset_from_directory + model.predict", "catdog_is": "catdog.serving.predict.predict_files"}
 
 
 # ---------------------------------------------------------------- DVC and memory
@@ -421,15 +431,16 @@ def main() -> None:
 
 
 def _shards(work: Path, photo_dir: Path) -> None:
-    from catdog import preprocess, validate
-    from catdog.config import IngestParams, PreprocessParams, ValidateParams
-    from catdog.ingest import run as ingest_run
+    from catdog.core.config import IngestParams, PreprocessParams, ValidateParams
+    from catdog.data import validation
+    from catdog.data.intake import ingest as ingest_run
+    from catdog.stages import preprocess
 
     ingest_run(IngestParams(), work / "ingested", photo_dir, progress=False)
-    validate.run(ValidateParams(min_side=32), work / "ingested", work / "validated", work / "validate.json",
+    validation.validate(ValidateParams(min_side=32), work / "ingested", work / "validated", work / "validate.json",
                  progress=False)
     preprocess.run(PreprocessParams(image_size=SIZE, test_fraction=0.05, val_fraction=0.0), work / "validated",
-                   work / "ingested", work / "shards", progress=False)
+                   work / "ingested", work / "shards", progress=False, max_pixels=MAX_PIXELS)
 
 
 def print_table(results: dict) -> None:

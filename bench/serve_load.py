@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from catdog.workspace import BIN, copy_project, set_params, tool_env
+from catdog.devtools.workspace import BIN, copy_project, set_params, tool_env
 
 CLIENTS = 8
 
@@ -41,10 +41,10 @@ def _rss_mb(pid: int) -> float:
 
 def _registry_of_two(project: Path, size: int) -> tuple[str, str]:
     """v0001 (production) and v0002 (candidate): untrained spec models; speed does not depend on weights."""
-    from catdog.config import load_params
-    from catdog.model import build_model
-    from catdog.gate import Verdict
-    from catdog.registry import Registry
+    from catdog.core.config import load_params
+    from catdog.model.network import build_model
+    from catdog.registry.gate import Verdict
+    from catdog.registry.store import Registry
 
     registry, versions = Registry(project / "data" / "registry"), []
     card = {"params": load_params(project / "params.yaml").to_dict(), "training": {},
@@ -133,8 +133,9 @@ def _load(url: str, photos: list[tuple[str, bytes]], requests: int | None = None
 def bench_serve(photo_dir: Path, work: Path, size: int, requests: int, pairs: int) -> dict:
     import shutil
 
-    from catdog.predict import load_for_prediction, predict_files
-    from catdog.registry import Registry
+    from catdog.core.config import ValidateParams
+    from catdog.registry.store import Registry
+    from catdog.serving.predict import load_for_prediction, predict_files
 
     project, unlogged, shadowed = work / "serve", work / "serve-unlogged", work / "serve-shadow"
     for folder in (project, unlogged, shadowed):
@@ -156,7 +157,8 @@ def bench_serve(photo_dir: Path, work: Path, size: int, requests: int, pairs: in
         done, start = 0, time.perf_counter()
         while done < per_pair:  # rounds of distinct files: predict_files answers a repeated path once
             chosen = files[: per_pair - done]
-            predict_files(loaded.model, chosen, loaded.image_size, loaded.resize, loaded.threshold)
+            predict_files(loaded.model, chosen, loaded.image_size, loaded.resize, loaded.threshold,
+                          max_pixels=ValidateParams().max_pixels)
             done += len(chosen)
         return per_pair / (time.perf_counter() - start)
 
@@ -220,7 +222,7 @@ def bench_serve(photo_dir: Path, work: Path, size: int, requests: int, pairs: in
             "errors": sum(r["errors"] for r in served), "rss_start_mb": rss_start, "rss_end_mb": rss_end,
             "rss_growth": rss_end / rss_start - 1, "switching": switching,
             "catdog_is": f"catdog serve, {CLIENTS} clients, one photo per request, batching on",
-            "baseline_is": "catdog.predict.predict_files over the same photos in one process",
+            "baseline_is": "catdog.serving.predict.predict_files over the same photos in one process",
             "target": ">= 0.8x, no errors, memory flat within 10%, no failed request while switching"}
 
 
@@ -253,7 +255,7 @@ def bench_flood(photo_dir: Path, work: Path, size: int, clients: int = 8, per_cl
     photo at a time; the server's RSS is sampled throughout. Bounded: it stops by itself."""
     import shutil
 
-    from catdog.config import load_params
+    from catdog.core.config import load_params
 
     project = work / "flood"
     if project.exists():

@@ -25,7 +25,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve_load import _server  # noqa: E402
 
-from catdog.workspace import BIN, SHARED_ZIP, set_params  # noqa: E402
+from catdog.devtools.workspace import BIN, SHARED_ZIP, set_params  # noqa: E402
 
 
 def unseen_photos(project: Path, count: int) -> list[tuple[str, bytes]]:

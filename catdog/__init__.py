@@ -1,3 +1,1 @@
-"""catdog: a reproducible cat-vs-dog image classifier pipeline."""
-
-LABELS = ("cat", "dog")  # index 1 is the positive class: the model outputs p(dog)
+"""catdog: a reproducible cat-vs-dog image classifier pipeline (the map: README, "Layout")."""

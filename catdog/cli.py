@@ -5,19 +5,18 @@ need them, so `catdog models list` answers at once."""
 from __future__ import annotations
 
 import argparse
-import gc
+import importlib
 import json
 import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from catdog.config import load_params
-from catdog.errors import CatdogError
-from catdog.paths import ProjectPaths, project
+from catdog.core.config import load_params
+from catdog.core.entry import guarded, run_stage
+from catdog.core.paths import ProjectPaths, project
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+STAGES = ("source", "ingest", "validate", "testset", "preprocess", "train", "evaluate", "register")  # dvc.yaml's
 
 
 def _paths(args) -> ProjectPaths:
@@ -31,93 +30,24 @@ def _params(args):
 # ---------------------------------------------------------------- stages
 
 
-def cmd_source(args) -> None:
-    params, paths = _params(args), _paths(args)
-    from catdog import lockfile, source
-
-    lockfile.keep_good_copy(paths)
-    source.run(params.ingest, params.source_path(paths.root), paths.source_manifest, paths.cache,
-               params.labelled_beside(paths.root))
-    source.list_test_source(params.ingest, params.test_source_path(paths.root), paths.test_source_manifest,
-                            paths.cache)
-
-
-def cmd_testset(args) -> None:
-    params, paths = _params(args), _paths(args)
-    from catdog import testset
-    from catdog.source import read_manifest
-
-    testset.run(params, params.test_source_path(paths.root), read_manifest(paths.test_source_manifest),
-                paths.testset, progress=not args.quiet)
-
-
-def cmd_ingest(args) -> None:
-    params, paths = _params(args), _paths(args)  # params first: a bad key fails before slow imports
-    from catdog import ingest
-    from catdog.reuse import FileStore
-    from catdog.source import hashed_files, read_manifest
-
-    ingest.run(params.ingest, paths.ingested, params.source_path(paths.root), progress=not args.quiet,
-               snapshot=read_manifest(paths.source_manifest), hashed=hashed_files(paths.cache),
-               store=FileStore(paths.cache / "ingested-files"), labelled=params.labelled_beside(paths.root))
-
-
-def cmd_validate(args) -> None:
-    params, paths = _params(args), _paths(args)
-    from catdog import validate
-    from catdog.drift import production_data
-    from catdog.registry import Registry
-
-    validate.run(params.validate, paths.ingested, paths.validated, paths.metrics / "validate.json",
-                 progress=not args.quiet, cache_dir=paths.cache, production=production_data(Registry(paths.registry)))
-
-
-def cmd_preprocess(args) -> None:
-    params, paths = _params(args), _paths(args)
-    from catdog import preprocess, testset
-
-    preprocess.run(params.preprocess, paths.validated, paths.ingested, paths.preprocessed, progress=not args.quiet,
-                   cache_dir=paths.cache, held_out=testset.hashes(paths.testset))
-
-
-def cmd_train(args) -> None:
-    params, paths = _params(args), _paths(args)
-    from catdog import train
-
-    train.run(params.train, paths.preprocessed, paths.model_dir, paths.checkpoints, paths.metrics)
-
-
-def cmd_evaluate(args) -> None:
-    params, paths = _params(args), _paths(args)
-    from catdog import evaluate
-
-    evaluate.run(params.evaluate, paths.model, paths.preprocessed, paths.metrics, paths.plots, paths.testset)
-
-
-def cmd_register(args) -> None:
-    params, paths = _params(args), _paths(args)
-    from catdog import register
-    from catdog.registry import Registry
-
-    register.run(params, paths.root, paths.model_dir, paths.metrics, paths.ingested, Registry(paths.registry),
-                 paths.validated, paths.testset)
+def cmd_stage(args) -> None:
+    """`catdog NAME`: the stage as dvc.yaml runs it (`python -m catdog.stages.NAME`)."""
+    run_stage(importlib.import_module(f"catdog.stages.{args.command}").stage, args.project, args.quiet)
 
 
 def cmd_status(args) -> None:
-    from catdog import status
-
+    from catdog.devtools import status
     print(status.describe(_params(args), _paths(args)))
 
 
 def cmd_repair_lock(args) -> None:
-    from catdog import lockfile
-
+    from catdog.core import lockfile
     print(lockfile.repair(_paths(args)) or "dvc.lock is sound: nothing to repair")
 
 
 def cmd_summary(args) -> None:
     """What `make run` prints at the end: accuracy, where the model is, how to predict."""
-    from catdog.registry import Registry
+    from catdog.registry.store import Registry
 
     paths = _paths(args)
     registry = Registry(paths.registry)
@@ -141,13 +71,23 @@ def cmd_summary(args) -> None:
 # ---------------------------------------------------------------- serving and registry
 
 
-def cmd_predict(args) -> int:
-    from catdog.predict import load_for_prediction, predict_files
-    from catdog.registry import Registry
+def _max_pixels(args) -> int:
+    """validate.max_pixels, the guard the pipeline and the server use: the project's, or outside a
+    project (predicting with a bare .keras file) its default."""
+    from catdog.core.config import ValidateParams
 
+    paths = _paths(args)
+    return load_params(paths.params).validate.max_pixels if paths.params.exists() else ValidateParams().max_pixels
+
+
+def cmd_predict(args) -> int:
+    from catdog.registry.store import Registry
+    from catdog.serving.predict import load_for_prediction, predict_files
+
+    max_pixels = _max_pixels(args)
     loaded = load_for_prediction(Registry(_paths(args).registry), args.model, args.precision, args.flip_tta)
     results = predict_files(loaded.model, [Path(p) for p in args.paths], loaded.image_size, loaded.resize,
-                            loaded.threshold, flip=loaded.flip_tta)
+                            loaded.threshold, flip=loaded.flip_tta, max_pixels=max_pixels)
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=2))
     else:
@@ -157,27 +97,28 @@ def cmd_predict(args) -> int:
 
 
 def cmd_serve(args) -> None:
-    from catdog.config import apply_overrides, parse_params, read_raw
+    from catdog.core.config import apply_overrides, parse_params, read_raw
 
     paths = _paths(args)
     flags = {f"serve.{name}": value for name, value in [("host", args.host), ("port", args.port),
                                                         ("model", args.model), ("max_batch_size", args.max_batch_size),
                                                         ("max_wait_ms", args.max_wait_ms)] if value is not None}
     params = parse_params(apply_overrides(read_raw(paths.params), flags), project_dir=paths.root)
-    from catdog import serve
-    from catdog.registry import Registry
-
-    from catdog.labelling import LabelSetup
+    from catdog.monitoring.labelling import LabelSetup
+    from catdog.registry.store import Registry
+    from catdog.serving import app
+    from catdog.serving.auth import TOKEN_VARIABLE
+    from catdog.serving.setup import ServeSetup
 
     labels = LabelSetup(paths.serving, params.labelled_path(paths.root),
                         (paths.source_manifest, paths.ingested / "manifest.csv"), params.inbox_path(paths.root))
-    serve.run(serve.ServeSetup(Registry(paths.registry), params.serve, params.monitor, params.validate.max_pixels,
-                               paths.serving, labels, os.environ.get(serve.TOKEN_VARIABLE) or None))
+    app.run(ServeSetup(Registry(paths.registry), params.serve, params.monitor, params.validate.max_pixels,
+                       paths.serving, labels, os.environ.get(TOKEN_VARIABLE) or None))
 
 
 def cmd_monitor(args) -> int:
-    from catdog import monitor
-    from catdog.registry import Registry
+    from catdog.monitoring import monitor
+    from catdog.registry.store import Registry
 
     params, paths = _params(args), _paths(args)
     since = monitor.parse_since(args.since)
@@ -193,7 +134,7 @@ def cmd_monitor(args) -> int:
 
 
 def cmd_label(args) -> int:
-    from catdog.labelling import export
+    from catdog.monitoring.labelling import export
 
     paths = _paths(args)
     target = Path(args.export)
@@ -202,7 +143,7 @@ def cmd_label(args) -> int:
 
 
 def cmd_models(args) -> None:
-    from catdog.registry import Registry
+    from catdog.registry.store import Registry
 
     registry = Registry(_paths(args).registry)
     if args.action == "list":
@@ -216,7 +157,7 @@ def cmd_models(args) -> None:
             s = _card_summary(c)
             print(f"{s['version']}  {s['status']:<20} accuracy {s['accuracy']:.4f}  {s['created']}  {s['reason']}")
     elif args.action == "show":
-        from catdog.monitor import shadow_comparison
+        from catdog.monitoring.monitor import shadow_comparison
 
         card = registry.card(args.version)
         shadow = shadow_comparison(_paths(args).serving, card["version"])
@@ -237,7 +178,7 @@ def _card_summary(card: dict) -> dict:
 
 
 def _format_card(card: dict) -> str:
-    from catdog.gate import Paired
+    from catdog.registry.gate import Paired
 
     m = card["metrics"]
     return "\n".join([
@@ -258,7 +199,7 @@ def _format_card(card: dict) -> str:
 
 
 def cmd_report(args) -> int:
-    from catdog.report import build
+    from catdog.devtools.report import build
 
     report = build(_paths(args).root, args.base, Path(args.out) if args.out else None, args.tolerance)
     print(report.markdown)
@@ -267,7 +208,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_check_lock(args) -> int:
-    from catdog.report import stale_outputs
+    from catdog.devtools.report import stale_outputs
 
     stale = stale_outputs(_paths(args).root)
     if stale:
@@ -281,26 +222,14 @@ def cmd_check_lock(args) -> int:
 # ---------------------------------------------------------------- parser
 
 
-STAGES = {
-    "source": cmd_source,
-    "ingest": cmd_ingest,
-    "validate": cmd_validate,
-    "testset": cmd_testset,
-    "preprocess": cmd_preprocess,
-    "train": cmd_train,
-    "evaluate": cmd_evaluate,
-    "register": cmd_register,
-}
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="catdog", description=__doc__)
     parser.add_argument("--project", default=".", help="project folder (params.yaml, data/); default: .")
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, handler in STAGES.items():
+    for name in STAGES:
         stage = commands.add_parser(name, help=f"run the {name} stage (as dvc.yaml does)")
         stage.add_argument("--quiet", action="store_true", help="no progress bars")
-        stage.set_defaults(handler=handler)
+        stage.set_defaults(handler=cmd_stage)
     commands.add_parser("summary", help="print what the last run produced").set_defaults(handler=cmd_summary)
     commands.add_parser("status", help="what the next run will do: new, removed or changed source files, and "
                                        "stages out of date").set_defaults(handler=cmd_status)
@@ -363,15 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """The `catdog` program: run one command, then exit."""
     args = build_parser().parse_args(argv)
-    try:
-        return args.handler(args) or 0
-    except CatdogError as error:
-        print(f"catdog {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    finally:
-        # At exit the interpreter runs the cycle collector over every object the imports made:
-        # 1.5 s after Great Expectations was imported. Frozen objects are skipped.
-        gc.freeze()
+    return guarded(f"catdog {args.command}", lambda: args.handler(args))
 
 
 if __name__ == "__main__":

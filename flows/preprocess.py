@@ -17,12 +17,19 @@ from typing import Literal
 from prefect import flow, get_run_logger, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from catdog import preprocess, reuse, testset
-from catdog.config import load_params
-from catdog.files import atomic_dir
-from catdog.paths import project as project_paths
+from catdog.core.config import load_params
+from catdog.core.files import atomic_dir
+from catdog.core.paths import project as project_paths
+from catdog.data import reuse
+from catdog.stages import preprocess
 from tasks.preprocess import convert_shard
-from tasks.stages import StageFailed, StageOutcome, dvc_command, stage_env, stage_outputs
+from tasks.stages import (
+    StageFailed,
+    StageOutcome,
+    dvc_command,
+    stage_env,
+    stage_outputs,
+)
 
 TaskRunnerKind = Literal["threads", "dask"]
 
@@ -58,13 +65,15 @@ def preprocess_shards(project_dir: str) -> dict:
         logger.info("stage preprocess: unchanged, skipped")
         return StageOutcome("preprocess", False, outputs).to_dict()
 
-    params = load_params(project / "params.yaml").preprocess
+    all_params = load_params(project / "params.yaml")
+    params = all_params.preprocess
     paths = project_paths(project)
-    accepted, jobs, held = preprocess.plan(params, paths.validated, testset.hashes(paths.testset))
+    accepted, jobs, held = preprocess.plan(params, paths.validated, preprocess.hashes(paths.testset))
     logger.info(f"{len(accepted)} images in {len(jobs)} shards")
     with atomic_dir(paths.preprocessed) as folder:
         futures = convert_shard.map(jobs, params=unmapped(params), ingested=unmapped(str(paths.ingested)),
-                                    folder=unmapped(str(folder)), cache_dir=unmapped(str(paths.cache)))
+                                    folder=unmapped(str(folder)), cache_dir=unmapped(str(paths.cache)),
+                                    max_pixels=unmapped(all_params.validate.max_pixels))
         converted = sum(future.result() for future in futures)  # a failed shard raises: nothing is kept
         counts = preprocess.finish(accepted, params, folder, held)
     _dvc(project, "--wait-for-lock", "commit", "--force", "preprocess")

@@ -13,9 +13,9 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from catdog import lockfile
-from catdog.config import write_overrides
-from catdog.paths import project as project_paths
+from catdog.core import lockfile
+from catdog.core.config import write_overrides
+from catdog.core.paths import project as project_paths
 from flows.preprocess import TaskRunnerKind, fan_out_preprocess
 from tasks.report import publish_run_report
 from tasks.stages import run_stage

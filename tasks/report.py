@@ -8,9 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 from prefect import task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
 
-from catdog.paths import project
+from catdog.core.paths import project
 
 METRIC_KEYS = ["accuracy", "precision", "recall", "f1", "roc_auc", "loss", "ece", "accuracy_cat", "accuracy_dog"]
 
@@ -59,10 +63,10 @@ def summary_markdown(project_dir: Path, outcomes: list[dict], changes: dict) -> 
 
 def serving_lines(paths) -> list[str]:
     """`catdog monitor --since 24h` in the summary, and its per-day plot (last 30 days) beside it."""
-    from catdog import monitor
-    from catdog.config import load_params
-    from catdog.prediction_log import log_files
-    from catdog.registry import Registry
+    from catdog.core.config import load_params
+    from catdog.monitoring import monitor
+    from catdog.monitoring.prediction_log import log_files
+    from catdog.registry.store import Registry
 
     if not log_files(paths.serving):
         return ["Nothing served yet: `catdog serve` logs what it answers in data/serving/ (`catdog monitor`)."]

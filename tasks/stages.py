@@ -9,15 +9,15 @@ CLI exits 2) fails at once with its message.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
 from prefect import get_run_logger, task
+
+from catdog.core.tools import program, tool_env
 
 USER_ERROR_EXIT = 2  # catdog's exit code for bad params or bad data (see catdog/cli.py)
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -48,13 +48,11 @@ def stage_outputs(project_dir: Path, stage: str) -> list[str]:
 
 def dvc_command(*args: str) -> list[str]:
     """`dvc ARGS...` with the dvc that lives beside this interpreter."""
-    return [str(Path(sys.executable).parent / "dvc"), *args]
+    return [program("dvc"), *args]
 
 
 def stage_env() -> dict:
-    bin_dir = str(Path(sys.executable).parent)  # dvc and catdog live beside this interpreter
-    return {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
-            "TQDM_MININTERVAL": "15", "GX_ANALYTICS_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return tool_env(TQDM_MININTERVAL="15")  # dvc and catdog live beside this interpreter
 
 
 def _is_transient(task, task_run, state) -> bool:

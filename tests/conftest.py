@@ -12,8 +12,16 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from catdog.workspace import (  # noqa: F401 (re-exported to the tests)
-    BIN, REPO, SHARED_ZIP, TINY_BUDGET, copy_project, set_params, tool_env as env)
+from catdog.core.config import ValidateParams
+from catdog.devtools.workspace import (  # noqa: F401 (re-exported to the tests)
+    BIN,
+    REPO,
+    SHARED_ZIP,
+    TINY_BUDGET,
+    copy_project,
+    set_params,
+)
+from catdog.devtools.workspace import tool_env as env
 
 TINY = TINY_BUDGET
 
@@ -92,3 +100,5 @@ def write_images(folder: Path, per_class: int = 12, layout: str = "folders", fmt
 def stages_run(dvc_output: str) -> list[str]:
     """Stage names that `dvc repro` ran (not skipped), from its output."""
     return [line.split("'")[1] for line in dvc_output.splitlines() if line.startswith("Running stage '")]
+
+MAX_PIXELS = ValidateParams().max_pixels  # validate.max_pixels by default, for calls outside a project

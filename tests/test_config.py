@@ -3,7 +3,13 @@ import dataclasses
 import pytest
 import yaml
 
-from catdog.config import SECTIONS, ParamsError, apply_overrides, load_params, parse_params
+from catdog.core.config import (
+    SECTIONS,
+    ParamsError,
+    apply_overrides,
+    load_params,
+    parse_params,
+)
 from tests.conftest import REPO
 
 

@@ -15,7 +15,14 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from tests.test_serve import TOKEN, constant_model, free_port, photo, register, serve_project
+from tests.test_serve import (
+    TOKEN,
+    constant_model,
+    free_port,
+    photo,
+    register,
+    serve_project,
+)
 
 SERVE_LOCK = REPO / "deployments" / "container" / "requirements-serve.lock"
 

@@ -12,12 +12,23 @@ import pandas as pd
 import pytest
 import yaml
 
-from catdog import ingest, source
-from catdog.config import IngestParams
-from catdog.drift import PROFILE_COLUMNS
-from catdog.files import sha256_file
-from catdog.registry import Registry
-from tests.conftest import BIN, env, image_bytes, inverted, make_project, run, set_params, stages_run, write_images
+from catdog.core.config import IngestParams
+from catdog.core.files import sha256_file
+from catdog.data import intake, sources
+from catdog.data.drift import PROFILE_COLUMNS
+from catdog.registry.store import Registry
+from catdog.stages import source
+from tests.conftest import (
+    BIN,
+    env,
+    image_bytes,
+    inverted,
+    make_project,
+    run,
+    set_params,
+    stages_run,
+    write_images,
+)
 
 
 @pytest.fixture
@@ -81,8 +92,8 @@ def test_ingest_takes_the_listed_snapshot_and_the_next_run_sees_later_photos(tmp
     (photos / "dog/late.jpg").write_bytes(image_bytes("dog", (50, 44), "JPEG", seed=90))  # lands during ingest
     (photos / "cat/2.jpg").write_bytes(image_bytes("cat", (70, 44), "JPEG", seed=91))  # rewritten during ingest
 
-    result = ingest.run(params, tmp_path / "ingested", photos, progress=False,
-                        snapshot=source.read_manifest(manifest))
+    result = intake.ingest(params, tmp_path / "ingested", photos, progress=False,
+                        snapshot=sources.read_manifest(manifest))
     assert "dog/late.jpg" not in set(result.manifest["source"])
     skipped = dict(zip(result.skipped["source"], result.skipped["reason"]))
     assert skipped == {"cat/2.jpg": "changed after the source was listed (the next run takes it)"}
@@ -90,7 +101,7 @@ def test_ingest_takes_the_listed_snapshot_and_the_next_run_sees_later_photos(tmp
     second = source.run(params, photos, manifest, tmp_path / "cache")
     assert (second.changes.added, second.changes.changed) == (["dog/late.jpg"], ["cat/2.jpg"])
     assert second.hashed == 2, "only the new and the rewritten file are hashed again"
-    result = ingest.run(params, tmp_path / "ingested", photos, progress=False, snapshot=source.read_manifest(manifest))
+    result = intake.ingest(params, tmp_path / "ingested", photos, progress=False, snapshot=sources.read_manifest(manifest))
     assert {"dog/late.jpg", "cat/2.jpg"} <= set(result.manifest["source"]) and result.skipped.empty
 
 
@@ -133,7 +144,7 @@ def test_new_photos_are_the_only_new_work_and_the_outputs_equal_a_run_from_scrat
 
 
 def test_validate_facts_of_new_photos_are_appended_and_removed_ones_drop_out(tmp_path):
-    from catdog.reuse import FactsCache
+    from catdog.data.reuse import FactsCache
 
     def facts(*names):
         return {name: {"width": len(name)} for name in names}

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from catdog import ingest, validate
-from catdog.config import IngestParams, ValidateParams
-from catdog.drift import PROFILE_COLUMNS, ProductionData
+from catdog.core.config import IngestParams, ValidateParams
+from catdog.data import intake, validation
+from catdog.data.drift import PROFILE_COLUMNS, ProductionData
 from tests.conftest import image_bytes
 from tests.conftest import inverted as inverted_image
 
@@ -25,8 +25,8 @@ def _photos(folder, seed: int, per_class: int = 15, inverted: bool = False):
 
 
 def _validate(tmp_path, name, photos, production=None, **params):
-    ingest.run(IngestParams(), tmp_path / name / "ingested", photos, progress=False)
-    return validate.run(ValidateParams(workers=1, **params), tmp_path / name / "ingested", tmp_path / name / "validated",
+    intake.ingest(IngestParams(), tmp_path / name / "ingested", photos, progress=False)
+    return validation.validate(ValidateParams(workers=1, **params), tmp_path / name / "ingested", tmp_path / name / "validated",
                         tmp_path / name / "validate.json", progress=False, production=production)
 
 
@@ -52,7 +52,7 @@ def test_brighter_images_are_drift_a_warning_by_default_and_a_failure_when_asked
     assert "validate: WARNING: drift in the 30 new images vs production v0001's: brightness" in capsys.readouterr().out
     assert (tmp_path / "warn/validated/accepted.csv").exists()
 
-    with pytest.raises(validate.ValidationError, match="brightness distribution differs.*validate.fail_on_drift"):
+    with pytest.raises(validation.ValidationError, match="brightness distribution differs.*validate.fail_on_drift"):
         _validate(tmp_path, "fail", photos, production, fail_on_drift=True)
     assert not (tmp_path / "fail/validated/accepted.csv").exists()
     assert json.loads((tmp_path / "fail/validated/drift.json").read_text())["drifted"]

@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from catdog.files import read_json, sha256_file
-from catdog.gate import Verdict
-from catdog.registry import Registry, RegistryError
+from catdog.core.files import read_json, sha256_file
+from catdog.registry.gate import Verdict
+from catdog.registry.store import Registry, RegistryError
 from tests.conftest import BIN, env, image_bytes, make_project, run, set_params
 
 pytestmark = pytest.mark.slow
@@ -31,7 +31,7 @@ def _kill_when(process: subprocess.Popen, condition, timeout: float = 300) -> No
 
 
 def _checkpointed_epochs(project: Path) -> int:
-    from catdog.train import EpochCheckpoint
+    from catdog.model.callbacks import EpochCheckpoint
 
     folders = list((project / "data/checkpoints").glob("*"))
     return EpochCheckpoint.latest(folders[0])[0] if folders else 0
@@ -77,10 +77,10 @@ def test_progressive_resizing_resumes_across_phases_and_ends_at_full_size(tmp_pa
     assert history["val_accuracy"].notna().all()
     assert f"train: precision {precision} ({precision} as asked)" in resumed.stdout
     assert read_json(project / "data/model/train.json")["precision"] == precision
-    from catdog.model import load_model, precision_of
+    from catdog.model.network import load_model, precision_of
 
     assert precision_of(load_model(project / "data/model/model.keras")) == precision
-    from catdog.model import load_model
+    from catdog.model.network import load_model
 
     model = load_model(project / "data/model/model.keras")
     assert model.input_shape == (None, 64, 64, 1)
@@ -122,8 +122,8 @@ def test_a_killed_stage_never_leaves_a_half_written_output(tmp_path):
 REGISTER_SNIPPET = """
 import sys
 from pathlib import Path
-from catdog.gate import Verdict
-from catdog.registry import Registry
+from catdog.registry.gate import Verdict
+from catdog.registry.store import Registry
 registry = Registry(Path(sys.argv[1]))
 registry.register(Path(sys.argv[2]), {"metrics": {"accuracy": float(sys.argv[3])}, "params": {},
                   "data_fingerprint": "d", "code_revision": "c"}, Verdict(True, "better"),
@@ -180,7 +180,7 @@ def test_models_are_loaded_in_safe_mode_so_files_cannot_run_code(tmp_path):
 
 
 def test_predict_refuses_a_tampered_production_model(tmp_path):
-    from catdog.model import build_model
+    from catdog.model.network import build_model
 
     project = make_project(tmp_path / "project")
     build_model(image_size=32).save(tmp_path / "model.keras")

@@ -10,9 +10,9 @@ import shutil
 import numpy as np
 import pytest
 
-from catdog.config import load_params
-from catdog.gate import Verdict
-from catdog.registry import Registry
+from catdog.core.config import load_params
+from catdog.registry.gate import Verdict
+from catdog.registry.store import Registry
 from tests.conftest import make_project, run, set_params, write_images
 
 pytestmark = pytest.mark.slow
@@ -23,7 +23,7 @@ def oracle_model():
     the cat blob 110/255, the background below 60/255): one channel carries it through every layer."""
     import keras
 
-    from catdog.model import build_model
+    from catdog.model.network import build_model
 
     model = build_model(image_size=32)
     convolutions = [layer for layer in model.layers if layer.name.startswith("conv2d")]
@@ -45,7 +45,7 @@ def oracle_model():
 
 
 def always_dog_model():
-    from catdog.model import build_model
+    from catdog.model.network import build_model
 
     model = build_model(image_size=32)
     output = model.get_layer("p_dog")

@@ -16,11 +16,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from catdog import ingest, preprocess, validate
-from catdog.config import IngestParams, PreprocessParams, ValidateParams
-from catdog.images import load_model_input
-from catdog.ingest import IngestError
-from tests.conftest import image_bytes, make_project, run, set_params
+from catdog.core.config import IngestParams, PreprocessParams, ValidateParams
+from catdog.data import intake, validation
+from catdog.data.images import load_model_input
+from catdog.data.sources import IngestError
+from catdog.stages import preprocess
+from tests.conftest import MAX_PIXELS, image_bytes, make_project, run, set_params
 
 
 def _encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -96,8 +97,8 @@ def test_every_kind_of_file_gets_the_right_outcome(tmp_path):
     before = _snapshot(tmp_path, tmp_path / "out")
 
     out = tmp_path / "out"
-    ingest.run(IngestParams(), out / "ingested", source, progress=False)
-    result = validate.run(ValidateParams(workers=1, min_side=16, max_pixels=40_000_000, max_rejected_share=0.6),
+    intake.ingest(IngestParams(), out / "ingested", source, progress=False)
+    result = validation.validate(ValidateParams(workers=1, min_side=16, max_pixels=40_000_000, max_rejected_share=0.6),
                           out / "ingested", out / "validated", out / "validate.json", progress=False)
     reasons = dict(zip(result.rejected["path"], result.rejected["reason"]))
     expected_rejections = {
@@ -121,13 +122,13 @@ def test_every_kind_of_file_gets_the_right_outcome(tmp_path):
 
     # Every good file reaches preprocessing, converted correctly.
     preprocess.run(PreprocessParams(image_size=32, workers=1), out / "validated", out / "ingested",
-                   out / "pre", progress=False)
+                   out / "pre", progress=False, max_pixels=MAX_PIXELS)
     indexed = pd.concat(pd.read_csv(out / "pre" / split / "index.csv") for split in ("train", "val", "test"))
     assert set(indexed["path"]) == accepted
     for name, gray in EXPECTED_GRAY.items():
-        array = load_model_input(out / "ingested/images/cat" / name, 32)
+        array = load_model_input(out / "ingested/images/cat" / name, 32, max_pixels=MAX_PIXELS)
         assert abs(float(array.mean()) - gray) <= 3, (name, array.mean())
-    rotated = load_model_input(out / "ingested/images/cat/exif-rotated.jpg", 32, "pad")
+    rotated = load_model_input(out / "ingested/images/cat/exif-rotated.jpg", 32, "pad", max_pixels=MAX_PIXELS)
     # 60x20 landscape + orientation 6 = 20x60 portrait: gray bars left and right, the white half on top
     assert (rotated[:, :8] == 128).all() and (rotated[:, -8:] == 128).all()
     assert rotated[:14, 13:19].mean() > 200 and rotated[18:, 13:19].mean() < 60
@@ -153,7 +154,7 @@ def test_hostile_tar_members_are_refused_and_nothing_escapes(tmp_path):
         tf.addfile(*_tar_member("cat/device.jpg", kind=tarfile.CHRTYPE))
         tf.addfile(*_tar_member("dog/fifo.jpg", kind=tarfile.FIFOTYPE))
     before = _snapshot(tmp_path, tmp_path / "out")
-    result = ingest.run(IngestParams(), tmp_path / "out", archive, progress=False)
+    result = intake.ingest(IngestParams(), tmp_path / "out", archive, progress=False)
     skipped = dict(zip(result.skipped["source"], result.skipped["reason"]))
     assert skipped == {
         "../escaped-cat.jpg": "unsafe path (absolute or '..')",
@@ -182,7 +183,7 @@ def test_hostile_zip_members_and_zip_bombs(tmp_path):
         link.external_attr = 0o120777 << 16  # a symlink, as Info-ZIP stores it
         zf.writestr(link, "/etc/passwd")
         zf.writestr("train/dog.bomb.jpg", b"\0" * 20_000_000)  # ~1000:1
-    result = ingest.run(IngestParams(), tmp_path / "out", archive, progress=False)
+    result = intake.ingest(IngestParams(), tmp_path / "out", archive, progress=False)
     skipped = dict(zip(result.skipped["source"], result.skipped["reason"]))
     assert skipped["../../cat.evil.jpg"] == "unsafe path (absolute or '..')"
     assert skipped["/abs/dog.evil.jpg"] == "unsafe path (absolute or '..')"
@@ -200,7 +201,7 @@ def test_archive_over_the_total_size_limit_stops_ingest_and_keeps_the_old_output
     (tmp_path / "out").mkdir()
     (tmp_path / "out/manifest.csv").write_text("previous\n")
     with pytest.raises(IngestError, match=r"uncompressed content exceeds ingest.max_archive_bytes \(500,000 bytes\)"):
-        ingest.run(IngestParams(max_archive_bytes=500_000), tmp_path / "out", archive, progress=False)
+        intake.ingest(IngestParams(max_archive_bytes=500_000), tmp_path / "out", archive, progress=False)
     assert (tmp_path / "out/manifest.csv").read_text() == "previous\n"
 
 

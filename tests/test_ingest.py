@@ -7,9 +7,15 @@ import zipfile
 import pandas as pd
 import pytest
 
-from catdog.config import IngestParams
-from catdog.ingest import (IngestError, cap_per_class, label_from_path, load_numpy_pickle, run,
-                           safe_member_name)
+from catdog.core.config import IngestParams
+from catdog.data.intake import cap_per_class
+from catdog.data.intake import ingest as run
+from catdog.data.sources import (
+    IngestError,
+    label_from_path,
+    load_numpy_pickle,
+    safe_member_name,
+)
 from tests.conftest import SHARED_ZIP, image_bytes, write_images
 
 
@@ -116,12 +122,11 @@ def test_source_without_labels_fails_and_keeps_the_previous_output(tmp_path):
 @pytest.mark.shared
 @pytest.mark.skipif(not SHARED_ZIP.exists(), reason="../shared/data/dogs-vs-cats-2000.zip is not here")
 def test_shared_kaggle_zip_ingests_and_validates(tmp_path):
-    from catdog.config import ValidateParams
-    from catdog import validate
-
+    from catdog.core.config import ValidateParams
+    from catdog.data import validation
     result = run(IngestParams(), tmp_path / "ingested", SHARED_ZIP, progress=False)
     assert result.manifest["label"].value_counts().to_dict() == {"cat": 1000, "dog": 1000}
-    checked = validate.run(ValidateParams(min_side=32), tmp_path / "ingested", tmp_path / "validated",
+    checked = validation.validate(ValidateParams(min_side=32), tmp_path / "ingested", tmp_path / "validated",
                            tmp_path / "validate.json", progress=False)
     assert checked.counts["accepted"] + checked.counts["rejected"] == 2000
     assert checked.counts["accepted"] >= 1990

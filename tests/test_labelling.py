@@ -6,15 +6,29 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-import time
 
 import httpx
 import pandas as pd
 import pytest
 
-from catdog.labelling import Candidate, LabelError, LabelSetup, candidates, rank, record_answer
+from catdog.monitoring.labelling import (
+    Candidate,
+    LabelError,
+    LabelSetup,
+    candidates,
+    rank,
+    record_answer,
+)
 from tests.conftest import make_project, run, set_params, stages_run, write_images
-from tests.test_serve import CHROMEDRIVER, CHROMIUM, SCREENSHOTS, files, photo, register, server
+from tests.test_serve import (
+    CHROMEDRIVER,
+    CHROMIUM,
+    SCREENSHOTS,
+    files,
+    photo,
+    register,
+    server,
+)
 
 
 def sha(data: bytes) -> str:
@@ -59,7 +73,7 @@ def test_the_queue_is_least_sure_first_one_per_content_without_training_or_answe
 def loop_project(tmp_path):
     """A project whose source is a folder of photos, its first snapshot ingested, a tiny production
     model registered, and a server that keeps what it is sent."""
-    from catdog.model import build_model
+    from catdog.model.network import build_model
 
     photos = write_images(tmp_path / "photos", per_class=12)
     project = make_project(tmp_path / "project")
@@ -162,7 +176,7 @@ def test_labelling_in_a_real_browser_with_the_d_key(loop_project, tmp_path):
 
 
 def test_with_the_embedded_set_labels_go_beside_it_and_the_cap_never_drops_them(tmp_path):
-    from catdog.config import load_params
+    from catdog.core.config import load_params
 
     project = make_project(tmp_path / "project")  # the embedded silhouettes, capped at 20 per class
     run(["dvc", "repro", "ingest"], project)

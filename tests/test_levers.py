@@ -9,11 +9,11 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from catdog.batches import RandomResizedCrop, ShardBatches, augmentation  # noqa: E402
-from catdog.config import EvaluateParams, ParamsError, TrainParams, parse_params  # noqa: E402
-from catdog.model import build_model, load_model, predict_p_dog  # noqa: E402
-from catdog.train import DecayToZero, TimeBudget, decay_factor  # noqa: E402
-from tests.conftest import REPO, make_project, run  # noqa: E402
+from catdog.core.config import EvaluateParams, ParamsError, TrainParams, parse_params  # noqa: E402
+from catdog.model.batches import RandomResizedCrop, augmentation  # noqa: E402
+from catdog.model.callbacks import DecayToZero, TimeBudget, decay_factor  # noqa: E402
+from catdog.model.network import build_model, load_model, predict_p_dog  # noqa: E402
+from tests.conftest import MAX_PIXELS, REPO, make_project, run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +95,7 @@ def test_flip_tta_averages_each_image_with_its_mirror_image():
 def test_training_with_every_lever(preprocessed, tmp_path):
     import pandas as pd
 
-    from catdog import train
-
+    from catdog.stages import train
     params = TrainParams(epochs=3, batch_size=4, learning_rate=0.01, lr_schedule="linear", label_smoothing=0.1,
                          ema_momentum=0.5, augment=True, random_resized_crop=0.5)
     train.run(params, preprocessed, tmp_path / "model", tmp_path / "checkpoints", tmp_path / "metrics")
@@ -112,8 +111,8 @@ def test_training_with_every_lever(preprocessed, tmp_path):
 
 
 def test_evaluate_and_predict_use_flip_tta_as_the_model_was_evaluated(preprocessed, tmp_path):
-    from catdog import evaluate
-    from catdog.shards import ShardReader
+    from catdog.data.shards import ShardReader
+    from catdog.stages import evaluate
 
     keras.utils.set_random_seed(0)
     build_model(32).save(tmp_path / "model.keras")
@@ -137,10 +136,10 @@ def pd_read(path):
 
 
 def test_predict_follows_the_models_own_flip_tta_setting(tmp_path):
-    from catdog.config import Params
-    from catdog.gate import Verdict
-    from catdog.predict import load_for_prediction, predict_files
-    from catdog.registry import Registry
+    from catdog.core.config import Params
+    from catdog.registry.gate import Verdict
+    from catdog.registry.store import Registry
+    from catdog.serving.predict import load_for_prediction, predict_files
     from tests.conftest import image_bytes
 
     registry = Registry(tmp_path / "registry")
@@ -156,7 +155,7 @@ def test_predict_follows_the_models_own_flip_tta_setting(tmp_path):
     photo = tmp_path / "dog.jpg"
     photo.write_bytes(image_bytes("dog", (40, 40), "JPEG"))
     model = load_model(tmp_path / "model-1.keras")
-    answers = {flip: predict_files(model, [photo], 32, flip=flip)[0].p_dog for flip in (False, True)}
+    answers = {flip: predict_files(model, [photo], 32, flip=flip, max_pixels=MAX_PIXELS)[0].p_dog for flip in (False, True)}
     assert answers[True] != answers[False]
     for flag, flip in (("--flip-tta", True), ("--no-flip-tta", False)):
         out = run(["catdog", "predict", "--json", "--model", str(tmp_path / "model-1.keras"), flag, str(photo)],

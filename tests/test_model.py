@@ -3,7 +3,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from catdog.model import build_model  # noqa: E402
+from catdog.model.network import build_model  # noqa: E402
 
 
 def test_default_model_is_exactly_the_spec():
@@ -48,7 +48,7 @@ def test_one_training_step_at_256_works():
 
 
 def test_predict_p_dog_batch_by_batch_equals_model_predict():
-    from catdog.model import predict_p_dog
+    from catdog.model.network import predict_p_dog
 
     model = build_model(image_size=32)
     images = np.random.default_rng(0).integers(0, 256, (13, 32, 32, 1), dtype=np.uint8)

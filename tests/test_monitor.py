@@ -9,17 +9,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from catdog.gate import wilson_interval
-from catdog.monitor import parse_since
-from catdog.prediction_log import PredictionLog
+from catdog.monitoring.monitor import parse_since
+from catdog.monitoring.prediction_log import PredictionLog
+from catdog.registry.gate import wilson_interval
 from tests.conftest import run
 from tests.test_serve import constant_model, serve_project
 
 
 def _register(project, p_dog_logit: float, profile: pd.DataFrame, test_p_dog: np.ndarray) -> str:
-    from catdog.config import load_params
-    from catdog.gate import Verdict
-    from catdog.registry import Registry
+    from catdog.core.config import load_params
+    from catdog.registry.gate import Verdict
+    from catdog.registry.store import Registry
 
     path = project / f"m{p_dog_logit}.keras"
     constant_model(p_dog_logit).save(path)
@@ -99,7 +99,7 @@ def test_since_takes_durations_and_dates_and_says_the_fix_otherwise():
     assert parse_since("24h", now) == now - dt.timedelta(hours=24)
     assert parse_since("90m", now) == now - dt.timedelta(minutes=90)
     assert parse_since("2026-12-01", now) == dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)
-    from catdog.errors import CatdogError
+    from catdog.core.errors import CatdogError
 
     with pytest.raises(CatdogError, match="use a duration such as 24h"):
         parse_since("yesterday", now)

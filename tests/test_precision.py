@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from catdog.precision import resolve
+from catdog.model.precision import resolve
 
 ZEN4 = "processor : 0\nflags : fpu sse avx2 avx512f avx512_bf16 avx512_vnni\n"
 ZEN2 = "processor : 0\nflags : fpu sse avx2 fma\n"
@@ -21,7 +21,7 @@ def test_auto_picks_bfloat16_only_where_it_is_native():
 def test_the_bfloat16_model_is_the_spec_model_with_float32_variables_and_output():
     import keras
 
-    from catdog.model import build_model, precision_of
+    from catdog.model.network import build_model, precision_of
 
     model = build_model(256, precision="mixed_bfloat16")
     assert model.count_params() == 33_932_545
@@ -35,7 +35,12 @@ def test_the_bfloat16_model_is_the_spec_model_with_float32_variables_and_output(
 
 
 def test_a_model_predicts_in_another_precision_with_the_same_weights(tmp_path):
-    from catdog.model import build_model, load_model, precision_of, with_precision
+    from catdog.model.network import (
+        build_model,
+        load_model,
+        precision_of,
+        with_precision,
+    )
 
     model = build_model(32, precision="float32")
     model.save(tmp_path / "model.keras")
@@ -51,7 +56,7 @@ def test_a_model_predicts_in_another_precision_with_the_same_weights(tmp_path):
 
 @pytest.mark.slow
 def test_predict_precision_flag(tmp_path):
-    from catdog.model import build_model
+    from catdog.model.network import build_model
     from tests.conftest import image_bytes, run
 
     build_model(32, precision="mixed_bfloat16").save(tmp_path / "bf16.keras")

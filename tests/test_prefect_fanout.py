@@ -6,7 +6,6 @@ output when a shard fails.
 """
 
 import json
-
 import shutil
 
 import pytest

@@ -11,13 +11,17 @@ from tests.conftest import make_project, set_params, write_images
 
 prefect = pytest.importorskip("prefect")
 from prefect.client.orchestration import get_client  # noqa: E402
-from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterKey, FlowRunFilter,  # noqa: E402
-                                            FlowRunFilterId)
+from prefect.client.schemas.filters import (  # noqa: E402
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
 
-from catdog.config import ParamsError  # noqa: E402
-from catdog.prediction_log import PredictionLog, utc_now  # noqa: E402
-from tests.test_monitor import records  # noqa: E402
+from catdog.core.config import ParamsError  # noqa: E402
+from catdog.monitoring.prediction_log import PredictionLog, utc_now  # noqa: E402
 from flows.train import train  # noqa: E402
+from tests.test_monitor import records  # noqa: E402
 
 STAGES = ["source", "ingest", "validate", "testset", "preprocess", "train", "evaluate", "register"]
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -72,8 +76,8 @@ def test_transient_failure_is_retried(tmp_path):
     project = make_project(tmp_path / "project")
     dvc_yaml = (project / "dvc.yaml").read_text()
     # The first attempt of ingest is killed as an OOM killer would; the retry must succeed.
-    killed_once = "sh -c 'if [ ! -e .killed-once ]; then touch .killed-once; kill -9 $$; fi; catdog ingest'"
-    (project / "dvc.yaml").write_text(dvc_yaml.replace("cmd: catdog ingest", f"cmd: {killed_once}", 1))
+    killed_once = "sh -c 'if [ ! -e .killed-once ]; then touch .killed-once; kill -9 $$; fi; python -m catdog.stages.ingest'"
+    (project / "dvc.yaml").write_text(dvc_yaml.replace("cmd: python -m catdog.stages.ingest", f"cmd: {killed_once}", 1))
     set_params(project, {"validate": {"min_images": 10_000}})  # then a user error ends the run (no training)
     state = train(project_dir=str(project), return_state=True)
     task_runs = {t.name: t for t in _task_runs(state.state_details.flow_run_id)}

@@ -11,7 +11,15 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import BIN, env, image_bytes, make_project, run, set_params, write_images
+from tests.conftest import (
+    BIN,
+    env,
+    image_bytes,
+    make_project,
+    run,
+    set_params,
+    write_images,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -1,9 +1,15 @@
 import numpy as np
 import pytest
 
-from catdog.config import RegisterParams
-from catdog.gate import Verdict, compare, decide, mcnemar_exact, wilson_interval
-from catdog.registry import Registry, RegistryError
+from catdog.core.config import RegisterParams
+from catdog.registry.gate import (
+    Verdict,
+    compare,
+    decide,
+    mcnemar_exact,
+    wilson_interval,
+)
+from catdog.registry.store import Registry, RegistryError
 
 BLESSED, REFUSED = Verdict(True, "test: blessed"), Verdict(False, "test: refused")
 

@@ -6,14 +6,14 @@ import dataclasses
 
 import pandas as pd
 
-from catdog.config import Params, PreprocessParams
-from catdog.servable import servable_problem
-from tests.conftest import image_bytes
+from catdog.core.config import Params, PreprocessParams
+from catdog.serving.servable import servable_problem
+from tests.conftest import MAX_PIXELS, image_bytes
 
 
 def _setup(tmp_path, size=(64, 32)):
-    from catdog.model import build_model
-    from catdog.predict import predict_files
+    from catdog.model.network import build_model
+    from catdog.serving.predict import predict_files
 
     folder = tmp_path / "ingested"
     (folder / "images").mkdir(parents=True)
@@ -24,9 +24,9 @@ def _setup(tmp_path, size=(64, 32)):
         paths.append(path)
     model_file = tmp_path / "model.keras"
     build_model(image_size=32).save(model_file)
-    from catdog.model import load_model
+    from catdog.model.network import load_model
 
-    evaluated = predict_files(load_model(model_file), paths, 32, "stretch")
+    evaluated = predict_files(load_model(model_file), paths, 32, "stretch", max_pixels=MAX_PIXELS)
     answers = pd.DataFrame({"path": [f"images/{i}.png" for i in range(4)], "p_dog": [round(r.p_dog, 3) for r in evaluated]})
     return model_file, answers, folder
 

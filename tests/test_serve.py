@@ -32,7 +32,7 @@ def free_port() -> int:
 
 def constant_model(p_dog_logit: float):
     """A 32-px spec model that says the same for every image: sigmoid(logit)."""
-    from catdog.model import build_model
+    from catdog.model.network import build_model
 
     model = build_model(image_size=32)
     output = model.get_layer("p_dog")
@@ -42,9 +42,9 @@ def constant_model(p_dog_logit: float):
 
 
 def register(project: Path, model, accuracy: float = 0.9, metrics: dict | None = None) -> str:
-    from catdog.config import load_params
-    from catdog.gate import Verdict
-    from catdog.registry import Registry
+    from catdog.core.config import load_params
+    from catdog.registry.gate import Verdict
+    from catdog.registry.store import Registry
 
     path = project / f"model-{time.monotonic_ns()}.keras"
     model.save(path)
@@ -106,7 +106,7 @@ def photo(label: str, seed: int) -> bytes:
 @pytest.fixture(scope="module")
 def random_model_server(tmp_path_factory):
     """One server for the read-only tests: production is a randomly initialised 32-px spec model."""
-    from catdog.model import build_model
+    from catdog.model.network import build_model
 
     project = serve_project(tmp_path_factory.mktemp("serve"), max_upload_bytes=100_000, max_files=4,
                             max_wait_ms=50.0)

@@ -34,8 +34,8 @@ def noise_jpeg(side: int, seed: int = 0) -> bytes:
 
 
 def test_every_answered_image_is_in_the_log_and_kept_after_the_server_is_killed(tmp_path):
-    from catdog.model import build_model
-    from catdog.prediction_log import InputStore, read_log
+    from catdog.model.network import build_model
+    from catdog.monitoring.prediction_log import InputStore, read_log
 
     project = serve_project(tmp_path, keep_inputs=True)
     version = register(project, build_model(image_size=32))
@@ -72,7 +72,7 @@ def test_every_answered_image_is_in_the_log_and_kept_after_the_server_is_killed(
 
 
 def test_without_keep_inputs_no_upload_is_stored_and_logging_can_be_off(tmp_path):
-    from catdog.model import build_model
+    from catdog.model.network import build_model
 
     project = serve_project(tmp_path, log_predictions=False)
     register(project, build_model(image_size=32))
@@ -84,7 +84,7 @@ def test_without_keep_inputs_no_upload_is_stored_and_logging_can_be_off(tmp_path
 def test_a_flood_of_maximal_uploads_is_refused_with_retry_after_while_memory_stays_bounded(tmp_path):
     """Over the budget the server answers 503 + Retry-After at once; nothing fails to connect, and a
     small request during the flood is answered or told when to retry."""
-    from catdog.model import build_model
+    from catdog.model.network import build_model
 
     big = noise_jpeg(1100)  # ~1.3 MB, a valid photo
     limit = len(big) + 1000

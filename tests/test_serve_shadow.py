@@ -8,9 +8,16 @@ import time
 
 import httpx
 
-from catdog.prediction_log import read_log
+from catdog.monitoring.prediction_log import read_log
 from tests.conftest import run
-from tests.test_serve import constant_model, files, photo, register, serve_project, server
+from tests.test_serve import (
+    constant_model,
+    files,
+    photo,
+    register,
+    serve_project,
+    server,
+)
 
 
 def test_a_shadow_candidate_scores_what_production_answers_and_changes_no_answer(tmp_path):
@@ -54,7 +61,7 @@ def test_a_shadow_candidate_scores_what_production_answers_and_changes_no_answer
 
 
 def test_the_shadow_backlog_is_bounded_and_counts_what_it_drops():
-    from catdog.serve import Batcher, _Shadowed
+    from catdog.serving.batching import Batcher, _Shadowed
 
     batcher = Batcher(8, 0.001, shadow_backlog=3)
     batcher.shadow_score([_Shadowed(None, None, {"n": i}) for i in range(5)])
@@ -68,8 +75,8 @@ def test_under_load_the_shadow_gets_its_share_of_the_model_and_no_more():
 
     import numpy as np
 
-    from catdog.predict import LoadedModel
-    from catdog.serve import Batcher, _Shadowed
+    from catdog.serving.batching import Batcher, _Shadowed
+    from catdog.serving.predict import LoadedModel
     from tests.test_serve import constant_model
 
     async def scenario():

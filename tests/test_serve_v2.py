@@ -10,8 +10,15 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import run
-from tests.test_serve import TOKEN, photo, random_model_server, register, serve_project, server  # noqa: F401
+from tests.conftest import MAX_PIXELS, run
+from tests.test_serve import (  # noqa: F401
+    TOKEN,
+    photo,
+    random_model_server,
+    register,
+    serve_project,
+    server,
+)
 
 httpclient = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
@@ -48,9 +55,9 @@ def test_tritonclient_gets_health_metadata_and_the_answers_of_catdog_predict(ran
     assert [x.decode() for x in result.as_numpy("label")] == want_labels
     assert result.get_response()["model_version"] == version
 
-    from catdog.images import load_model_input
+    from catdog.data.images import load_model_input
 
-    pixels = np.stack([load_model_input(data, 32) for data in pictures])[..., np.newaxis]
+    pixels = np.stack([load_model_input(data, 32, max_pixels=MAX_PIXELS) for data in pictures])[..., np.newaxis]
     for binary in (True, False):  # the binary extension, then plain JSON numbers
         tensor = httpclient.InferInput("pixels", [3, 32, 32, 1], "UINT8")
         tensor.set_data_from_numpy(pixels, binary_data=binary)

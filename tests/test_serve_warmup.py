@@ -7,7 +7,14 @@ import time
 import httpx
 
 from tests.conftest import run
-from tests.test_serve import constant_model, files, photo, register, serve_project, server
+from tests.test_serve import (
+    constant_model,
+    files,
+    photo,
+    register,
+    serve_project,
+    server,
+)
 
 
 def _latency(url: str, seed: int) -> tuple[float, str]:

@@ -4,7 +4,7 @@ import json
 
 import pandas as pd
 
-from catdog.registry import Registry
+from catdog.registry.store import Registry
 from tests.conftest import image_bytes, make_project, run, set_params, write_images
 
 

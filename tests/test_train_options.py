@@ -5,10 +5,11 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from catdog.config import TrainParams  # noqa: E402
-from catdog.model import LayerScaledAdam, build_model, load_model  # noqa: E402
-from catdog.batches import ShardBatches, augmentation  # noqa: E402
-from catdog.train import class_weights, optional_callbacks  # noqa: E402
+from catdog.core.config import TrainParams  # noqa: E402
+from catdog.model.batches import ShardBatches, augmentation  # noqa: E402
+from catdog.model.callbacks import optional_callbacks  # noqa: E402
+from catdog.model.network import LayerScaledAdam, build_model, load_model  # noqa: E402
+from catdog.stages.train import class_weights  # noqa: E402
 
 
 class _Reader:
@@ -89,7 +90,7 @@ def test_balanced_class_weights():
 
 
 def test_time_budget_stops_when_the_next_epoch_would_not_fit():
-    from catdog.train import TimeBudget
+    from catdog.model.callbacks import TimeBudget
 
     budget = TimeBudget(minutes=0.001)  # 60 ms
     budget.set_model(_StubModel())
@@ -106,7 +107,7 @@ def test_time_budget_stops_when_the_next_epoch_would_not_fit():
 
 
 def test_best_epoch_is_restored_even_when_epochs_run_out_first():
-    from catdog.train import restore_best_epoch
+    from catdog.model.callbacks import restore_best_epoch
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     stopping = keras.callbacks.EarlyStopping(restore_best_weights=True)
@@ -116,7 +117,7 @@ def test_best_epoch_is_restored_even_when_epochs_run_out_first():
 
 
 def test_downscale_averages_blocks():
-    from catdog.batches import downscale
+    from catdog.model.batches import downscale
 
     images = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4, 1)
     small = downscale(images, 2)
@@ -127,7 +128,7 @@ def test_downscale_averages_blocks():
 
 
 def test_phases_put_the_warm_up_sizes_before_the_full_size():
-    from catdog.train import Phase, phases
+    from catdog.stages.train import Phase, phases
 
     params = TrainParams(epochs=2, learning_rate=1e-3, warmup_sizes=(16, 32), warmup_epochs=(3, 1),
                          warmup_learning_rate=5e-4)
@@ -136,7 +137,7 @@ def test_phases_put_the_warm_up_sizes_before_the_full_size():
 
 
 def test_carried_weights_compute_the_same_on_an_upsampled_feature_map():
-    from catdog.model import carry_weights
+    from catdog.model.network import carry_weights
 
     keras.utils.set_random_seed(0)
     small, large = build_model(32), build_model(64)
@@ -159,9 +160,9 @@ def test_centered_inputs_scale_pixels_to_plus_minus_one():
 
 
 def test_time_budget_expects_a_larger_next_epoch_to_take_longer():
-    from catdog.train import TimeBudget
-
     import time
+
+    from catdog.model.callbacks import TimeBudget
 
     budget = TimeBudget(minutes=0.002, epoch_sizes=[16, 64])  # 120 ms; a 64 px epoch costs 16x a 16 px one
     budget.set_model(_StubModel())
@@ -172,7 +173,7 @@ def test_time_budget_expects_a_larger_next_epoch_to_take_longer():
 
 
 def test_time_budget_ends_the_warm_up_to_keep_time_for_an_epoch_at_full_size():
-    from catdog.train import TimeBudget
+    from catdog.model.callbacks import TimeBudget
 
     def budget_after_one_warm_up_second(minutes):
         budget = TimeBudget(minutes, epoch_sizes=[16, 16, 16, 64])  # a 64 px epoch costs 16x a 16 px one
@@ -192,7 +193,7 @@ def test_time_budget_ends_the_warm_up_to_keep_time_for_an_epoch_at_full_size():
 
 
 def test_time_budget_recovers_from_a_passing_slowdown():
-    from catdog.train import TimeBudget
+    from catdog.model.callbacks import TimeBudget
 
     budget = TimeBudget(minutes=90 / 60, epoch_sizes=[16, 16, 16, 16, 64])  # a 64 px epoch costs 16x a 16 px one
     budget.set_model(_StubModel())
@@ -207,7 +208,7 @@ def test_time_budget_recovers_from_a_passing_slowdown():
 
 
 def test_a_warm_up_ends_even_when_noise_moved_the_full_size_estimate_past_its_window():
-    from catdog.train import TimeBudget
+    from catdog.model.callbacks import TimeBudget
 
     budget = TimeBudget(minutes=100.5 / 60, epoch_sizes=[16] * 8 + [64])  # a 64 px epoch costs 16x a 16 px one
     budget.set_model(_StubModel())
@@ -225,7 +226,7 @@ def test_a_warm_up_ends_even_when_noise_moved_the_full_size_estimate_past_its_wi
 def test_a_warm_up_cut_short_by_the_budget_still_ends_with_an_epoch_at_full_size(tmp_path, monkeypatch):
     import pandas as pd
 
-    from catdog import train
+    from catdog.stages import train
     from tests.conftest import make_project, run
 
     project = make_project(tmp_path / "project")  # 32 px images
@@ -253,7 +254,7 @@ class _SlowBatches(ShardBatches):
 
 
 def test_input_wait_is_the_share_of_step_time_spent_waiting_for_batches():
-    from catdog.train import InputWait
+    from catdog.model.callbacks import InputWait
 
     shares = {}
     for delay in (0.0, 0.25):

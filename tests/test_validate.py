@@ -5,14 +5,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from catdog.config import IngestParams, ValidateParams
-from catdog import ingest, validate
+from catdog.core.config import IngestParams, ValidateParams
+from catdog.data import intake, validation
 from tests.conftest import image_bytes, write_images
 
 
 def _validate(tmp_path, source, **params):
-    ingest.run(IngestParams(), tmp_path / "ingested", source, progress=False)
-    return validate.run(ValidateParams(workers=1, **params), tmp_path / "ingested", tmp_path / "validated",
+    intake.ingest(IngestParams(), tmp_path / "ingested", source, progress=False)
+    return validation.validate(ValidateParams(workers=1, **params), tmp_path / "ingested", tmp_path / "validated",
                         tmp_path / "metrics/validate.json", progress=False)
 
 
@@ -50,7 +50,7 @@ def test_too_many_rejections_fail_with_a_clear_message_and_no_accepted_list(tmp_
     source = write_images(tmp_path / "src", per_class=5)
     for i in range(5):
         (source / f"cat/broken{i}.jpg").write_bytes(b"garbage")
-    with pytest.raises(validate.ValidationError, match=r"5 of 15 files \(33%\) were rejected, over "
+    with pytest.raises(validation.ValidationError, match=r"5 of 15 files \(33%\) were rejected, over "
                                                        r"validate.max_rejected_share \(20%\)"):
         _validate(tmp_path, source, max_rejected_share=0.2)
     assert (tmp_path / "validated/rejected.csv").exists()
@@ -62,7 +62,7 @@ def test_an_empty_class_fails(tmp_path):
     write_images(source, per_class=6)
     for path in (source / "dog").iterdir():
         path.unlink()
-    with pytest.raises(validate.ValidationError, match="no accepted images of class dog"):
+    with pytest.raises(validation.ValidationError, match="no accepted images of class dog"):
         _validate(tmp_path, source)
 
 
@@ -76,10 +76,10 @@ def _pages(docs: Path) -> dict[str, str]:
 
 def test_data_docs_templates_are_compiled_once_and_the_pages_stay_the_same(tmp_path):
     source = write_images(tmp_path / "src", per_class=10)
-    ingest.run(IngestParams(), tmp_path / "ingested", source, progress=False)
+    intake.ingest(IngestParams(), tmp_path / "ingested", source, progress=False)
 
     def run(out: str, cache_dir: Path | None):
-        validate.run(ValidateParams(workers=1), tmp_path / "ingested", tmp_path / out, tmp_path / "metrics.json",
+        validation.validate(ValidateParams(workers=1), tmp_path / "ingested", tmp_path / out, tmp_path / "metrics.json",
                      progress=False, cache_dir=cache_dir)
         return tmp_path / out / "data_docs"
 

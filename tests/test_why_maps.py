@@ -19,8 +19,8 @@ def test_the_map_is_grad_cam_of_the_answer_and_empty_when_nothing_in_the_photo_m
     import keras
     import tensorflow as tf
 
-    from catdog.model import build_model
-    from catdog.why_maps import grad_cam, overlay
+    from catdog.model.network import build_model
+    from catdog.model.why_maps import grad_cam, overlay
     from tests.test_serve import constant_model
 
     keras.utils.set_random_seed(3)

@@ -1,0 +1,1 @@
+"""Helpers for developing catdog: throw-away workspaces for tests and benches, the change report, status, the stage deps check."""

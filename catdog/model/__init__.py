@@ -1,0 +1,1 @@
+"""The spec network and how it is trained and explained: network, precision, input batches, training callbacks, why-maps."""

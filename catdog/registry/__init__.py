@@ -1,0 +1,1 @@
+"""The file registry of model versions (store) and its blessing gate (a pure decision)."""
