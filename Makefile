@@ -27,8 +27,11 @@ run: setup
 	dvc repro
 	catdog summary
 
-# One pytest worker per core (at most 4: each may hold TensorFlow), a test file per worker at a time.
+# The linter and the format check first (seconds; pyproject.toml [tool.ruff]), then one pytest
+# worker per core (at most 4: each may hold TensorFlow), a test file per worker at a time.
 test: setup
+	ruff check .
+	ruff format --check .
 	pytest -n auto --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
 
 # Debian's Chromium and its driver, for the serve page's browser test (skipped where absent). Needs root.

@@ -33,8 +33,9 @@ from catdog.devtools.workspace import (
 def small_images(folder: Path, count: int) -> Path:
     """`count` distinct 16x16 PNGs in cat/ and dog/ (see `_unique_copies`)."""
     rng = np.random.default_rng(0)
-    return _unique_copies(folder, count, "png", lambda: Image.fromarray(
-        rng.integers(0, 255, (16, 16), dtype=np.uint8), "L"))
+    return _unique_copies(
+        folder, count, "png", lambda: Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8), "L")
+    )
 
 
 def photo_like_images(folder: Path, count: int) -> Path:
@@ -44,8 +45,9 @@ def photo_like_images(folder: Path, count: int) -> Path:
     y, x = np.mgrid[0:375, 0:500] / 100.0
 
     def picture():
-        fields = [np.sin(x * rng.uniform(0.2, 2) + rng.uniform(0, 6)) * np.cos(y * rng.uniform(0.2, 2))
-                  for _ in range(3)]
+        fields = [
+            np.sin(x * rng.uniform(0.2, 2) + rng.uniform(0, 6)) * np.cos(y * rng.uniform(0.2, 2)) for _ in range(3)
+        ]
         pixels = np.stack(fields, -1) * 90 + 128 + rng.normal(0, 12, (375, 500, 3))
         return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
 
@@ -95,11 +97,16 @@ def bench_noop_on_big_folder(work: Path, count: int, runs: int = 3) -> dict:
         seconds, out = _seconds([str(BIN / "catdog"), "status"], project)
         assert "unchanged since the last run" in out
         plain.append(seconds)
-    return {"unit": "s", "files": count, "first_full_repro": first,
-            "dvc_status": statistics.median(status), "dvc_repro": statistics.median(repro),
-            "catdog_status": statistics.median(plain), "samples": {"dvc_status": status, "dvc_repro": repro,
-                                                                   "catdog_status": plain},
-            "target": "each <= 10 s"}
+    return {
+        "unit": "s",
+        "files": count,
+        "first_full_repro": first,
+        "dvc_status": statistics.median(status),
+        "dvc_repro": statistics.median(repro),
+        "catdog_status": statistics.median(plain),
+        "samples": {"dvc_status": status, "dvc_repro": repro, "catdog_status": plain},
+        "target": "each <= 10 s",
+    }
 
 
 # ---------------------------------------------------------------- incremental vs full
@@ -129,15 +136,33 @@ def stage_work_seconds(project: Path) -> dict:
         work()
         seconds[name] = time.perf_counter() - start
 
-    timed("source", lambda: source.run(params.ingest, params.source_path(paths.root), paths.source_manifest,
-                                       paths.cache))
-    timed("ingest", lambda: intake.ingest(params.ingest, paths.ingested, params.source_path(paths.root), False,
-                                       sources.read_manifest(paths.source_manifest), sources.hashed_files(paths.cache),
-                                       FileStore(paths.cache / "ingested-files")))
-    timed("validate", lambda: validation.validate(params.validate, paths.ingested, paths.validated,
-                                           paths.metrics / "validate.json", False, paths.cache))
-    timed("preprocess", lambda: preprocess.run(params.preprocess, paths.validated, paths.ingested,
-                                               paths.preprocessed, False, paths.cache))
+    timed(
+        "source", lambda: source.run(params.ingest, params.source_path(paths.root), paths.source_manifest, paths.cache)
+    )
+    timed(
+        "ingest",
+        lambda: intake.ingest(
+            params.ingest,
+            paths.ingested,
+            params.source_path(paths.root),
+            False,
+            sources.read_manifest(paths.source_manifest),
+            sources.hashed_files(paths.cache),
+            FileStore(paths.cache / "ingested-files"),
+        ),
+    )
+    timed(
+        "validate",
+        lambda: validation.validate(
+            params.validate, paths.ingested, paths.validated, paths.metrics / "validate.json", False, paths.cache
+        ),
+    )
+    timed(
+        "preprocess",
+        lambda: preprocess.run(
+            params.preprocess, paths.validated, paths.ingested, paths.preprocessed, False, paths.cache
+        ),
+    )
     return seconds
 
 
@@ -149,7 +174,7 @@ def bench_incremental(work: Path, photo_dir: Path, added: int = 20, pairs: int =
     copy_project(project)
     set_params(project, {"ingest": {"source": str(photo_dir), "max_per_class": None}, "validate": {"min_side": 32}})
     every = sorted(photo_dir.rglob("*.jpg"))
-    newest = every[::len(every) // added][:added]
+    newest = every[:: len(every) // added][:added]
     aside = work / "incremental-new"
     shutil.rmtree(aside, ignore_errors=True)
 
@@ -164,8 +189,13 @@ def bench_incremental(work: Path, photo_dir: Path, added: int = 20, pairs: int =
             (aside / path.relative_to(photo_dir)).rename(path)
 
     def work_seconds() -> dict:
-        out = subprocess.run([sys.executable, __file__, "--stage-work", str(project)], env=tool_env(), check=True,
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [sys.executable, __file__, "--stage-work", str(project)],
+            env=tool_env(),
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         return json.loads(out.strip().splitlines()[-1])
 
     by_stage = {"full": [], "incremental": []}
@@ -195,8 +225,10 @@ def bench_incremental(work: Path, photo_dir: Path, added: int = 20, pairs: int =
     for measure, kinds in rows.items():
         full, incremental = statistics.median(kinds["full"]), statistics.median(kinds["incremental"])
         result[measure] = {"full": full, "incremental": incremental, "speedup": full / incremental}
-    result["work"]["by_stage"] = {kind: {stage: statistics.median(run[stage] for run in runs) for stage in runs[0]}
-                                  for kind, runs in by_stage.items()}
+    result["work"]["by_stage"] = {
+        kind: {stage: statistics.median(run[stage] for run in runs) for stage in runs[0]}
+        for kind, runs in by_stage.items()
+    }
     return result
 
 

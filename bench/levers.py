@@ -40,9 +40,17 @@ RESULTS = REPO / "bench" / "results"
 RECIPE = {
     "ingest": {"max_per_class": None},
     "validate": {"min_side": 32},
-    "train": {"augment": True, "center_inputs": True, "warmup_sizes": [64, 128], "warmup_epochs": [24, 18],
-              "warmup_learning_rate": 0.001, "epochs": 3, "learning_rate": 0.0003, "early_stopping_patience": 2,
-              "max_minutes": 59},
+    "train": {
+        "augment": True,
+        "center_inputs": True,
+        "warmup_sizes": [64, 128],
+        "warmup_epochs": [24, 18],
+        "warmup_learning_rate": 0.001,
+        "epochs": 3,
+        "learning_rate": 0.0003,
+        "early_stopping_patience": 2,
+        "max_minutes": 59,
+    },
     "register": {"min_accuracy": 0.78},
 }
 # Each alone on top of the recipe. Decay and weight averaging replace early stopping (the
@@ -81,8 +89,9 @@ def _scores_only(lever: str, base: dict) -> bool:
 
 def _repro(project: Path, target: str | None = None) -> float:
     started = time.perf_counter()
-    subprocess.run([str(BIN / "dvc"), "repro", "-q", *([target] if target else [])], cwd=project, env=tool_env(),
-                   check=True)
+    subprocess.run(
+        [str(BIN / "dvc"), "repro", "-q", *([target] if target else [])], cwd=project, env=tool_env(), check=True
+    )
     return time.perf_counter() - started
 
 
@@ -90,9 +99,11 @@ def measure(work: Path, levers: list[str], seeds: list[int], minutes: float, smo
     project = work / "levers"
     shutil.rmtree(project, ignore_errors=True)
     copy_project(project)
-    base = (_merged(TINY_BUDGET, {"train": {"augment": True, "warmup_sizes": [8, 16], "warmup_epochs": [1, 1]}})
-            if smoke else
-            _merged(RECIPE, {"ingest": {"source": str(SHARED_ZIP)}, "train": {"max_minutes": minutes}}))
+    base = (
+        _merged(TINY_BUDGET, {"train": {"augment": True, "warmup_sizes": [8, 16], "warmup_epochs": [1, 1]}})
+        if smoke
+        else _merged(RECIPE, {"ingest": {"source": str(SHARED_ZIP)}, "train": {"max_minutes": minutes}})
+    )
     set_params(project, base)
     base_params = (project / "params.yaml").read_text()
     data_seconds = _repro(project, DATA_STAGES)
@@ -112,13 +123,25 @@ def measure(work: Path, levers: list[str], seeds: list[int], minutes: float, smo
             trained_for = baseline_seconds if _scores_only(lever, base) and baseline_seconds else 0.0
             metrics = json.loads((project / "data/metrics/evaluate.json").read_text())
             trained = json.loads((project / "data/model/train.json").read_text())
-            runs.append({"lever": lever, "seed": seed, "stage_seconds": round(seconds, 1),
-                         "whole_run_minutes": round((data_seconds + trained_for + seconds) / 60, 2),
-                         "precision": trained["precision"], "epochs": trained["epochs"],
-                         **{k: metrics[k] for k in ("accuracy", "accuracy_cat", "accuracy_dog", "ece", "roc_auc")}})
+            runs.append(
+                {
+                    "lever": lever,
+                    "seed": seed,
+                    "stage_seconds": round(seconds, 1),
+                    "whole_run_minutes": round((data_seconds + trained_for + seconds) / 60, 2),
+                    "precision": trained["precision"],
+                    "epochs": trained["epochs"],
+                    **{k: metrics[k] for k in ("accuracy", "accuracy_cat", "accuracy_dog", "ece", "roc_auc")},
+                }
+            )
             print(json.dumps(runs[-1]), flush=True)
-    return {"data_stage_seconds": round(data_seconds, 1), "smoke": smoke, "minutes": minutes, "runs": runs,
-            "summary": summarize(runs)}
+    return {
+        "data_stage_seconds": round(data_seconds, 1),
+        "smoke": smoke,
+        "minutes": minutes,
+        "runs": runs,
+        "summary": summarize(runs),
+    }
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -134,21 +157,29 @@ def summarize(runs: list[dict]) -> dict:
             "weakest_class": min(min(run["accuracy_cat"], run["accuracy_dog"]) for run in mine),
             "ece_worst": max(run["ece"] for run in mine),
             "whole_run_minutes_worst": max(run["whole_run_minutes"] for run in mine),
-            "meets_goal": all(run["accuracy"] >= GOAL["accuracy"] and run["ece"] <= GOAL["ece"]
-                              and min(run["accuracy_cat"], run["accuracy_dog"]) >= GOAL["class_accuracy"]
-                              and run["whole_run_minutes"] <= GOAL["minutes"] for run in mine),
+            "meets_goal": all(
+                run["accuracy"] >= GOAL["accuracy"]
+                and run["ece"] <= GOAL["ece"]
+                and min(run["accuracy_cat"], run["accuracy_dog"]) >= GOAL["class_accuracy"]
+                and run["whole_run_minutes"] <= GOAL["minutes"]
+                for run in mine
+            ),
         }
     return summary
 
 
 def table(result: dict) -> str:
-    rows = ["| lever | test accuracy, median [range] | weakest class | worst ECE | worst whole run | goal |",
-            "|---|---|---|---|---|---|"]
+    rows = [
+        "| lever | test accuracy, median [range] | weakest class | worst ECE | worst whole run | goal |",
+        "|---|---|---|---|---|---|",
+    ]
     for lever, s in result["summary"].items():
         low, high = s["accuracy_range"]
-        rows.append(f"| {lever} | {s['accuracy_median']:.1%} [{low:.1%}, {high:.1%}] over {s['seeds']} seed(s) | "
-                    f"{s['weakest_class']:.1%} | {s['ece_worst']:.3f} | {s['whole_run_minutes_worst']:.1f} min | "
-                    f"{'met' if s['meets_goal'] else 'missed'} |")
+        rows.append(
+            f"| {lever} | {s['accuracy_median']:.1%} [{low:.1%}, {high:.1%}] over {s['seeds']} seed(s) | "
+            f"{s['weakest_class']:.1%} | {s['ece_worst']:.3f} | {s['whole_run_minutes_worst']:.1f} min | "
+            f"{'met' if s['meets_goal'] else 'missed'} |"
+        )
     return "\n".join(rows)
 
 
@@ -156,8 +187,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 7])
     parser.add_argument("--levers", nargs="+", choices=list(LEVERS), default=list(LEVERS))
-    parser.add_argument("--minutes", type=float, default=GOAL["minutes"] - 3,
-                        help="train.max_minutes (the data stages and evaluation need the rest of the 20)")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=GOAL["minutes"] - 3,
+        help="train.max_minutes (the data stages and evaluation need the rest of the 20)",
+    )
     parser.add_argument("--smoke", action="store_true", help="embedded data, tiny budget: checks the harness only")
     parser.add_argument("--out", type=Path, default=RESULTS / "levers.json")
     parser.add_argument("--work", type=Path, default=RESULTS / "work", help="where the project copy is made")

@@ -22,8 +22,11 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 SIZE = 256
-CONVS = [("conv 1 (1->64, 256x256)", SIZE, 1, 64), ("conv 2 (64->128, 128x128)", SIZE // 2, 64, 128),
-         ("conv 3 (128->256, 64x64)", SIZE // 4, 128, 256)]
+CONVS = [
+    ("conv 1 (1->64, 256x256)", SIZE, 1, 64),
+    ("conv 2 (64->128, 128x128)", SIZE // 2, 64, 128),
+    ("conv 3 (128->256, 64x64)", SIZE // 4, 128, 256),
+]
 
 
 def best_of(function, repeats: int = 3) -> float:
@@ -48,8 +51,9 @@ def profile(batch: int) -> dict:
 
     def timed(name, flop, function):
         seconds = best_of(lambda: function().numpy())
-        rows.append({"op": name, "ms_per_image": 1000 * seconds / batch,
-                     "gflops": flop / seconds / 1e9 if flop else None})
+        rows.append(
+            {"op": name, "ms_per_image": 1000 * seconds / batch, "gflops": flop / seconds / 1e9 if flop else None}
+        )
 
     for name, side, cin, cout in CONVS:
         x = tf.random.uniform((batch, side, side, cin))
@@ -57,11 +61,25 @@ def profile(batch: int) -> dict:
         dy = tf.random.normal((batch, side, side, cout))
         flop = 2 * batch * side * side * cin * cout * 9
         timed(f"{name} forward", flop, tf.function(lambda x=x, w=w: tf.nn.conv2d(x, w, 1, "SAME")))
-        timed(f"{name} backward-filter", flop, tf.function(lambda x=x, dy=dy, cin=cin, cout=cout: tf.raw_ops.Conv2DBackpropFilter(
-            input=x, filter_sizes=[3, 3, cin, cout], out_backprop=dy, strides=[1, 1, 1, 1], padding="SAME")))
+        timed(
+            f"{name} backward-filter",
+            flop,
+            tf.function(
+                lambda x=x, dy=dy, cin=cin, cout=cout: tf.raw_ops.Conv2DBackpropFilter(
+                    input=x, filter_sizes=[3, 3, cin, cout], out_backprop=dy, strides=[1, 1, 1, 1], padding="SAME"
+                )
+            ),
+        )
         if cin > 1:  # the first layer needs no gradient for its input
-            timed(f"{name} backward-input", flop, tf.function(lambda w=w, dy=dy, shape=x.shape: tf.raw_ops.Conv2DBackpropInput(
-                input_sizes=list(shape), filter=w, out_backprop=dy, strides=[1, 1, 1, 1], padding="SAME")))
+            timed(
+                f"{name} backward-input",
+                flop,
+                tf.function(
+                    lambda w=w, dy=dy, shape=x.shape: tf.raw_ops.Conv2DBackpropInput(
+                        input_sizes=list(shape), filter=w, out_backprop=dy, strides=[1, 1, 1, 1], padding="SAME"
+                    )
+                ),
+            )
         y = tf.random.uniform((batch, side, side, cout))
 
         @tf.function
@@ -83,8 +101,13 @@ def profile(batch: int) -> dict:
 
     timed("dense 262144->128 forward+backward", 3 * 2 * batch * 32 * 32 * 256 * 128, dense_forward_backward)
     total = sum(r["ms_per_image"] for r in rows)
-    return {"batch": batch, "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"), "ops": rows,
-            "ms_per_image": total, "images_per_second_ops_only": 1000 / total}
+    return {
+        "batch": batch,
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+        "ops": rows,
+        "ms_per_image": total,
+        "images_per_second_ops_only": 1000 / total,
+    }
 
 
 def main() -> None:
@@ -93,7 +116,10 @@ def main() -> None:
     parser.add_argument("--json", help="also write the result here")
     args = parser.parse_args()
     result = {"sgemm_gflops": sgemm_gflops(), **profile(args.batch)}
-    print(f"TF_ENABLE_ONEDNN_OPTS={result['onednn']}, batch {args.batch}; numpy sgemm: {result['sgemm_gflops']:.0f} GFLOP/s")
+    print(
+        f"TF_ENABLE_ONEDNN_OPTS={result['onednn']}, batch {args.batch}; "
+        f"numpy sgemm: {result['sgemm_gflops']:.0f} GFLOP/s"
+    )
     print("| op | ms/image | GFLOP/s | share of sgemm |")
     print("|---|---:|---:|---:|")
     for row in result["ops"]:

@@ -47,8 +47,12 @@ def _registry_of_two(project: Path, size: int) -> tuple[str, str]:
     from catdog.registry.store import Registry
 
     registry, versions = Registry(project / "data" / "registry"), []
-    card = {"params": load_params(project / "params.yaml").to_dict(), "training": {},
-            "data_fingerprint": "bench", "code_revision": "bench"}
+    card = {
+        "params": load_params(project / "params.yaml").to_dict(),
+        "training": {},
+        "data_fingerprint": "bench",
+        "code_revision": "bench",
+    }
     for seed, accuracy in ((0, 0.9), (1, 0.5)):
         import keras
 
@@ -56,8 +60,11 @@ def _registry_of_two(project: Path, size: int) -> tuple[str, str]:
         path = project / f"bench-{seed}.keras"
         build_model(size).save(path)
         verdict = Verdict(not versions, "bench: the first is production, the second a candidate")
-        versions.append(registry.register(path, {**card, "metrics": {"accuracy": accuracy}}, verdict,
-                                          compared_with=registry.state()["production"]).version)
+        versions.append(
+            registry.register(
+                path, {**card, "metrics": {"accuracy": accuracy}}, verdict, compared_with=registry.state()["production"]
+            ).version
+        )
     return versions[0], versions[1]
 
 
@@ -65,8 +72,12 @@ def _registry_of_two(project: Path, size: int) -> tuple[str, str]:
 def _server(project: Path):
     port = _free_port()
     log = open(project / "serve.log", "w")
-    process = subprocess.Popen([str(BIN / "catdog"), "--project", str(project), "serve", "--port", str(port)],
-                               env=tool_env(), stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [str(BIN / "catdog"), "--project", str(project), "serve", "--port", str(port)],
+        env=tool_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -124,10 +135,16 @@ def _load(url: str, photos: list[tuple[str, bytes]], requests: int | None = None
     seconds = time.perf_counter() - started
     latencies.sort()
     requests = len(latencies)
-    return {"requests": requests, "seconds": seconds, "images_per_second": requests / seconds,
-            "p50_ms": 1000 * latencies[len(latencies) // 2], "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
-            "errors": len(failures), "first_errors": failures[:3],
-            "versions_in_order": [v for i, v in enumerate(versions) if i == 0 or versions[i - 1] != v]}
+    return {
+        "requests": requests,
+        "seconds": seconds,
+        "images_per_second": requests / seconds,
+        "p50_ms": 1000 * latencies[len(latencies) // 2],
+        "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
+        "errors": len(failures),
+        "first_errors": failures[:3],
+        "versions_in_order": [v for i, v in enumerate(versions) if i == 0 or versions[i - 1] != v],
+    }
 
 
 def bench_serve(photo_dir: Path, work: Path, size: int, requests: int, pairs: int) -> dict:
@@ -157,13 +174,18 @@ def bench_serve(photo_dir: Path, work: Path, size: int, requests: int, pairs: in
         done, start = 0, time.perf_counter()
         while done < per_pair:  # rounds of distinct files: predict_files answers a repeated path once
             chosen = files[: per_pair - done]
-            predict_files(loaded.model, chosen, loaded.image_size, loaded.resize, loaded.threshold,
-                          max_pixels=ValidateParams().max_pixels)
+            predict_files(
+                loaded.model,
+                chosen,
+                loaded.image_size,
+                loaded.resize,
+                loaded.threshold,
+                max_pixels=ValidateParams().max_pixels,
+            )
             done += len(chosen)
         return per_pair / (time.perf_counter() - start)
 
-    with _server(project) as (url, pid), _server(unlogged) as (url_unlogged, _), \
-            _server(shadowed) as (url_shadowed, _):
+    with _server(project) as (url, pid), _server(unlogged) as (url_unlogged, _), _server(shadowed) as (url_shadowed, _):
         for address in (url, url_unlogged, url_shadowed):
             _load(address, photos, 4 * CLIENTS)  # warm-up: the first calls trace the graph
         one_process()
@@ -201,29 +223,48 @@ def bench_serve(photo_dir: Path, work: Path, size: int, requests: int, pairs: in
     throughput = statistics.median(r["images_per_second"] for r in served)
     one = statistics.median(alone)
     unlogged_throughput = statistics.median(r["images_per_second"] for r in not_logged)
-    logging = {"logged": throughput, "not_logged": unlogged_throughput, "ratio": throughput / unlogged_throughput,
-               "pair_ratios": [a["images_per_second"] / b["images_per_second"] for a, b in zip(served, not_logged)],
-               "p99_ms": [statistics.median(r["p99_ms"] for r in runs) for runs in (served, not_logged)],
-               "log_lines": log_lines, "target": ">= 0.95x"}
+    logging = {
+        "logged": throughput,
+        "not_logged": unlogged_throughput,
+        "ratio": throughput / unlogged_throughput,
+        "pair_ratios": [a["images_per_second"] / b["images_per_second"] for a, b in zip(served, not_logged)],
+        "p99_ms": [statistics.median(r["p99_ms"] for r in runs) for runs in (served, not_logged)],
+        "log_lines": log_lines,
+        "target": ">= 0.95x",
+    }
     shadow_throughput = statistics.median(r["images_per_second"] for r in with_shadow)
-    shadow = {"with_shadow": shadow_throughput, "ratio": shadow_throughput / throughput,
-              "pair_ratios": [a["images_per_second"] / b["images_per_second"] for a, b in zip(with_shadow, served)],
-              "p99_ms": statistics.median(r["p99_ms"] for r in with_shadow),
-              "p99_ratio": statistics.median(r["p99_ms"] for r in with_shadow) / statistics.median(
-                  r["p99_ms"] for r in served),
-              "scored_share": sum(shadow_scored) / (per_pair * pairs), "errors": sum(r["errors"] for r in with_shadow),
-              "target": ">= 0.7x throughput, p99 within 1.5x"}
-    return {"unit": "img/s", "catdog": throughput, "baseline": one, "ratio": throughput / one, "logging": logging,
-            "shadow": shadow,
-            "samples": [[r["images_per_second"] for r in served], alone],
-            "requests": per_pair * pairs, "clients": CLIENTS,
-            "p50_ms": statistics.median(r["p50_ms"] for r in served),
-            "p99_ms": statistics.median(r["p99_ms"] for r in served),
-            "errors": sum(r["errors"] for r in served), "rss_start_mb": rss_start, "rss_end_mb": rss_end,
-            "rss_growth": rss_end / rss_start - 1, "switching": switching,
-            "catdog_is": f"catdog serve, {CLIENTS} clients, one photo per request, batching on",
-            "baseline_is": "catdog.serving.predict.predict_files over the same photos in one process",
-            "target": ">= 0.8x, no errors, memory flat within 10%, no failed request while switching"}
+    shadow = {
+        "with_shadow": shadow_throughput,
+        "ratio": shadow_throughput / throughput,
+        "pair_ratios": [a["images_per_second"] / b["images_per_second"] for a, b in zip(with_shadow, served)],
+        "p99_ms": statistics.median(r["p99_ms"] for r in with_shadow),
+        "p99_ratio": statistics.median(r["p99_ms"] for r in with_shadow)
+        / statistics.median(r["p99_ms"] for r in served),
+        "scored_share": sum(shadow_scored) / (per_pair * pairs),
+        "errors": sum(r["errors"] for r in with_shadow),
+        "target": ">= 0.7x throughput, p99 within 1.5x",
+    }
+    return {
+        "unit": "img/s",
+        "catdog": throughput,
+        "baseline": one,
+        "ratio": throughput / one,
+        "logging": logging,
+        "shadow": shadow,
+        "samples": [[r["images_per_second"] for r in served], alone],
+        "requests": per_pair * pairs,
+        "clients": CLIENTS,
+        "p50_ms": statistics.median(r["p50_ms"] for r in served),
+        "p99_ms": statistics.median(r["p99_ms"] for r in served),
+        "errors": sum(r["errors"] for r in served),
+        "rss_start_mb": rss_start,
+        "rss_end_mb": rss_end,
+        "rss_growth": rss_end / rss_start - 1,
+        "switching": switching,
+        "catdog_is": f"catdog serve, {CLIENTS} clients, one photo per request, batching on",
+        "baseline_is": "catdog.serving.predict.predict_files over the same photos in one process",
+        "target": ">= 0.8x, no errors, memory flat within 10%, no failed request while switching",
+    }
 
 
 def _counter(url: str, name: str) -> float:
@@ -284,7 +325,9 @@ def bench_flood(photo_dir: Path, work: Path, size: int, clients: int = 8, per_cl
             while flooding.is_set():
                 start = time.perf_counter()
                 try:
-                    code = http.post(f"{url}/predict", files=[("files", ("small.jpg", small, "image/jpeg"))]).status_code
+                    code = http.post(
+                        f"{url}/predict", files=[("files", ("small.jpg", small, "image/jpeg"))]
+                    ).status_code
                 except httpx.HTTPError as error:
                     code = None
                     errors.append(repr(error)[:200])
@@ -306,11 +349,21 @@ def bench_flood(photo_dir: Path, work: Path, size: int, clients: int = 8, per_cl
         seconds = time.perf_counter() - started
         flooding.clear()
         watcher.join()
-    return {"requests": len(statuses), "request_mb": limits.max_files * len(big) / 2**20, "seconds": seconds,
-            "statuses": {str(code): statuses.count(code) for code in sorted(set(statuses), key=str)},
-            "errors": len(errors), "first_errors": errors[:3], "idle_rss_mb": idle, "peak_rss_mb": peak,
-            "growth_mb": peak - idle,
-            "normal": {"requests": len(normal), "ok": sum(code == 200 for code, _ in normal),
-                       "retry": sum(code == 503 for code, _ in normal),
-                       "median_s": statistics.median(s for _, s in normal) if normal else None},
-            "target": "peak within 1,536 MB of idle; every request answered 200/503; none fails to connect"}
+    return {
+        "requests": len(statuses),
+        "request_mb": limits.max_files * len(big) / 2**20,
+        "seconds": seconds,
+        "statuses": {str(code): statuses.count(code) for code in sorted(set(statuses), key=str)},
+        "errors": len(errors),
+        "first_errors": errors[:3],
+        "idle_rss_mb": idle,
+        "peak_rss_mb": peak,
+        "growth_mb": peak - idle,
+        "normal": {
+            "requests": len(normal),
+            "ok": sum(code == 200 for code, _ in normal),
+            "retry": sum(code == 503 for code, _ in normal),
+            "median_s": statistics.median(s for _, s in normal) if normal else None,
+        },
+        "target": "peak within 1,536 MB of idle; every request answered 200/503; none fails to connect",
+    }

@@ -46,6 +46,7 @@ def main() -> None:
     photos = unseen_photos(project, args.photos)
     truth = {hashlib.sha256(data).hexdigest(): name.split(".")[0] for name, data in photos}  # Kaggle: cat.12.jpg
     with _server(project) as (url, _):
+
         def send(item):
             name, data = item
             answer = httpx.post(f"{url}/predict", files=[("files", (name, data, "image/jpeg"))], timeout=300)

@@ -37,11 +37,13 @@ def cmd_stage(args) -> None:
 
 def cmd_status(args) -> None:
     from catdog.devtools import status
+
     print(status.describe(_params(args), _paths(args)))
 
 
 def cmd_repair_lock(args) -> None:
     from catdog.core import lockfile
+
     print(lockfile.repair(_paths(args)) or "dvc.lock is sound: nothing to repair")
 
 
@@ -56,10 +58,14 @@ def cmd_summary(args) -> None:
     metrics = card["metrics"]
     production = registry.state()["production"]
     print("\n=== catdog: pipeline finished ===")
-    print(f"data         {card['params']['ingest']['source']}: "
-          f"{card['training'].get('image_size')}px, test images {metrics['test_images']}")
-    print(f"accuracy     {metrics['accuracy']:.4f} on the test split "
-          f"(cat {metrics['accuracy_cat']:.3f}, dog {metrics['accuracy_dog']:.3f}, ROC AUC {metrics['roc_auc']:.3f})")
+    print(
+        f"data         {card['params']['ingest']['source']}: "
+        f"{card['training'].get('image_size')}px, test images {metrics['test_images']}"
+    )
+    print(
+        f"accuracy     {metrics['accuracy']:.4f} on the test split "
+        f"(cat {metrics['accuracy_cat']:.3f}, dog {metrics['accuracy_dog']:.3f}, ROC AUC {metrics['roc_auc']:.3f})"
+    )
     print(f"model        {decision['version']} ({card['status']}): {decision['reason']}")
     print(f"             {paths.registry / 'versions' / decision['version'] / 'model.keras'}")
     print(f"production   {production or 'none yet'}")
@@ -86,8 +92,15 @@ def cmd_predict(args) -> int:
 
     max_pixels = _max_pixels(args)
     loaded = load_for_prediction(Registry(_paths(args).registry), args.model, args.precision, args.flip_tta)
-    results = predict_files(loaded.model, [Path(p) for p in args.paths], loaded.image_size, loaded.resize,
-                            loaded.threshold, flip=loaded.flip_tta, max_pixels=max_pixels)
+    results = predict_files(
+        loaded.model,
+        [Path(p) for p in args.paths],
+        loaded.image_size,
+        loaded.resize,
+        loaded.threshold,
+        flip=loaded.flip_tta,
+        max_pixels=max_pixels,
+    )
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=2))
     else:
@@ -100,9 +113,17 @@ def cmd_serve(args) -> None:
     from catdog.core.config import apply_overrides, parse_params, read_raw
 
     paths = _paths(args)
-    flags = {f"serve.{name}": value for name, value in [("host", args.host), ("port", args.port),
-                                                        ("model", args.model), ("max_batch_size", args.max_batch_size),
-                                                        ("max_wait_ms", args.max_wait_ms)] if value is not None}
+    flags = {
+        f"serve.{name}": value
+        for name, value in [
+            ("host", args.host),
+            ("port", args.port),
+            ("model", args.model),
+            ("max_batch_size", args.max_batch_size),
+            ("max_wait_ms", args.max_wait_ms),
+        ]
+        if value is not None
+    }
     params = parse_params(apply_overrides(read_raw(paths.params), flags), project_dir=paths.root)
     from catdog.monitoring.labelling import LabelSetup
     from catdog.registry.store import Registry
@@ -110,10 +131,23 @@ def cmd_serve(args) -> None:
     from catdog.serving.auth import TOKEN_VARIABLE
     from catdog.serving.setup import ServeSetup
 
-    labels = LabelSetup(paths.serving, params.labelled_path(paths.root),
-                        (paths.source_manifest, paths.ingested / "manifest.csv"), params.inbox_path(paths.root))
-    app.run(ServeSetup(Registry(paths.registry), params.serve, params.monitor, params.validate.max_pixels,
-                       paths.serving, labels, os.environ.get(TOKEN_VARIABLE) or None))
+    labels = LabelSetup(
+        paths.serving,
+        params.labelled_path(paths.root),
+        (paths.source_manifest, paths.ingested / "manifest.csv"),
+        params.inbox_path(paths.root),
+    )
+    app.run(
+        ServeSetup(
+            Registry(paths.registry),
+            params.serve,
+            params.monitor,
+            params.validate.max_pixels,
+            paths.serving,
+            labels,
+            os.environ.get(TOKEN_VARIABLE) or None,
+        )
+    )
 
 
 def cmd_monitor(args) -> int:
@@ -173,26 +207,33 @@ def cmd_models(args) -> None:
 
 
 def _card_summary(card: dict) -> dict:
-    return {"version": card["version"], "status": card["status"], "accuracy": card["metrics"]["accuracy"],
-            "created": card["created"], "reason": card["decision"]["reason"]}
+    return {
+        "version": card["version"],
+        "status": card["status"],
+        "accuracy": card["metrics"]["accuracy"],
+        "created": card["created"],
+        "reason": card["decision"]["reason"],
+    }
 
 
 def _format_card(card: dict) -> str:
     from catdog.registry.gate import Paired
 
     m = card["metrics"]
-    return "\n".join([
-        f"version          {card['version']} ({card['status']})",
-        f"created          {card['created']}",
-        f"decision         {card['decision']['reason']}",
-        f"accuracy         {m['accuracy']:.4f} (cat {m['accuracy_cat']:.3f}, dog {m['accuracy_dog']:.3f})",
-        *([f"vs production   {Paired(**card['comparison']).sentence()}"] if card.get("comparison") else []),
-        f"precision/recall {m['precision']:.4f} / {m['recall']:.4f}, F1 {m['f1']:.4f}, ROC AUC {m['roc_auc']:.4f}",
-        f"data fingerprint {card['data_fingerprint']}",
-        f"code revision    {card['code_revision']}",
-        f"model sha256     {card['model_sha256']}",
-        f"train params     {json.dumps(card['params']['train'])}",
-    ])
+    return "\n".join(
+        [
+            f"version          {card['version']} ({card['status']})",
+            f"created          {card['created']}",
+            f"decision         {card['decision']['reason']}",
+            f"accuracy         {m['accuracy']:.4f} (cat {m['accuracy_cat']:.3f}, dog {m['accuracy_dog']:.3f})",
+            *([f"vs production   {Paired(**card['comparison']).sentence()}"] if card.get("comparison") else []),
+            f"precision/recall {m['precision']:.4f} / {m['recall']:.4f}, F1 {m['f1']:.4f}, ROC AUC {m['roc_auc']:.4f}",
+            f"data fingerprint {card['data_fingerprint']}",
+            f"code revision    {card['code_revision']}",
+            f"model sha256     {card['model_sha256']}",
+            f"train params     {json.dumps(card['params']['train'])}",
+        ]
+    )
 
 
 # ---------------------------------------------------------------- reviewing a change
@@ -212,8 +253,12 @@ def cmd_check_lock(args) -> int:
 
     stale = stale_outputs(_paths(args).root)
     if stale:
-        print("the committed metrics are not current for the committed params and code:\n  "
-              + "\n  ".join(stale) + "\nrun `dvc repro` and commit dvc.lock and data/metrics/", file=sys.stderr)
+        print(
+            "the committed metrics are not current for the committed params and code:\n  "
+            + "\n  ".join(stale)
+            + "\nrun `dvc repro` and commit dvc.lock and data/metrics/",
+            file=sys.stderr,
+        )
         return 1
     print("dvc.lock and the committed metrics match the committed params and code")
     return 0
@@ -231,24 +276,35 @@ def build_parser() -> argparse.ArgumentParser:
         stage.add_argument("--quiet", action="store_true", help="no progress bars")
         stage.set_defaults(handler=cmd_stage)
     commands.add_parser("summary", help="print what the last run produced").set_defaults(handler=cmd_summary)
-    commands.add_parser("status", help="what the next run will do: new, removed or changed source files, and "
-                                       "stages out of date").set_defaults(handler=cmd_status)
-    commands.add_parser("repair-lock", help="put back the last sound dvc.lock after a run was killed while DVC "
-                                            "wrote it").set_defaults(handler=cmd_repair_lock)
+    commands.add_parser(
+        "status", help="what the next run will do: new, removed or changed source files, and stages out of date"
+    ).set_defaults(handler=cmd_status)
+    commands.add_parser(
+        "repair-lock", help="put back the last sound dvc.lock after a run was killed while DVC wrote it"
+    ).set_defaults(handler=cmd_repair_lock)
 
     predict = commands.add_parser("predict", help="label and p(dog) for image files")
     predict.add_argument("--model", default="production", help="VERSION, 'production', 'latest' or a .keras file")
     predict.add_argument("--json", action="store_true")
-    predict.add_argument("--precision", default="trained", choices=("trained", "auto", "float32", "mixed_bfloat16"),
-                         help="compute in the precision the model was trained in (default), or this one")
-    predict.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=None,
-                         help="average each image's p(dog) with its mirror image's (default: as the model's run "
-                              "evaluated, params evaluate.flip_tta)")
+    predict.add_argument(
+        "--precision",
+        default="trained",
+        choices=("trained", "auto", "float32", "mixed_bfloat16"),
+        help="compute in the precision the model was trained in (default), or this one",
+    )
+    predict.add_argument(
+        "--flip-tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average each image's p(dog) with its mirror image's (default: as the model's run "
+        "evaluated, params evaluate.flip_tta)",
+    )
     predict.add_argument("paths", nargs="+")
     predict.set_defaults(handler=cmd_predict)
 
-    serve = commands.add_parser("serve", help="HTTP API and drop-a-photo page for the production model "
-                                              "(defaults: params.yaml, section serve)")
+    serve = commands.add_parser(
+        "serve", help="HTTP API and drop-a-photo page for the production model (defaults: params.yaml, section serve)"
+    )
     serve.add_argument("--host", help="address to bind (default 127.0.0.1; others need CATDOG_SERVE_TOKEN)")
     serve.add_argument("--port", type=int)
     serve.add_argument("--model", help="'production' (follows promotions and rollbacks) or a fixed vNNNN")
@@ -256,8 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-wait-ms", type=float, help="how long the first image of a batch waits for more")
     serve.set_defaults(handler=cmd_serve)
 
-    monitor = commands.add_parser("monitor", help="what the served model saw and said: images per version, "
-                                                  "low-confidence share, drift, online accuracy")
+    monitor = commands.add_parser(
+        "monitor",
+        help="what the served model saw and said: images per version, low-confidence share, drift, online accuracy",
+    )
     monitor.add_argument("--since", default="24h", help="a duration (24h, 90m, 7d) or an ISO date; default 24h")
     monitor.add_argument("--json", action="store_true")
     monitor.add_argument("--plot", help="PNG of the same per day (default data/serving/monitor.png)")
@@ -271,20 +329,28 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="folder for report.md and its PNGs (default: data/report)")
     report.add_argument("--tolerance", type=float, default=0.005, help="accuracy change counted as 'same'")
     report.set_defaults(handler=cmd_report)
-    commands.add_parser("check-lock", help="fail if committed metrics are stale for the committed params and code"
-                        ).set_defaults(handler=cmd_check_lock)
+    commands.add_parser(
+        "check-lock", help="fail if committed metrics are stale for the committed params and code"
+    ).set_defaults(handler=cmd_check_lock)
 
     models = commands.add_parser("models", help="the model registry").add_subparsers(dest="action", required=True)
-    for action, help_text in [("list", "all versions"), ("show", "one version's card"),
-                              ("promote", "make a version production"), ("rollback", "back to the previous production")]:
+    for action, help_text in [
+        ("list", "all versions"),
+        ("show", "one version's card"),
+        ("promote", "make a version production"),
+        ("rollback", "back to the previous production"),
+    ]:
         sub = models.add_parser(action, help=help_text)
         if action in ("show", "promote"):
             sub.add_argument("version", help="vNNNN" + (" or 'production'" if action == "show" else ""))
         if action in ("list", "show"):
             sub.add_argument("--json", action="store_true")
         if action == "promote":
-            sub.add_argument("--force", metavar="REASON", help="promote a version the gate refused; the reason "
-                                                               "goes into the registry's events log")
+            sub.add_argument(
+                "--force",
+                metavar="REASON",
+                help="promote a version the gate refused; the reason goes into the registry's events log",
+            )
         sub.set_defaults(handler=cmd_models)
     return parser
 

@@ -43,16 +43,18 @@ def task_runner(kind: TaskRunnerKind, dask_address: str | None = None, workers: 
 
         if dask_address:
             return DaskTaskRunner(address=dask_address)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1,
-                                              "processes": True, "dashboard_address": None})
+        return DaskTaskRunner(
+            cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+        )
     raise ValueError(f"task runner {kind!r}: use 'threads' or 'dask'")
 
 
 def _dvc(project: Path, *args: str) -> str:
     result = subprocess.run(dvc_command(*args), cwd=project, env=stage_env(), capture_output=True, text=True)
     if result.returncode != 0:
-        raise StageFailed("preprocess", f"dvc {' '.join(args)}: {(result.stderr or result.stdout).strip()}",
-                          transient=False)
+        raise StageFailed(
+            "preprocess", f"dvc {' '.join(args)}: {(result.stderr or result.stdout).strip()}", transient=False
+        )
     return result.stdout
 
 
@@ -71,9 +73,14 @@ def preprocess_shards(project_dir: str) -> dict:
     accepted, jobs, held = preprocess.plan(params, paths.validated, preprocess.hashes(paths.testset))
     logger.info(f"{len(accepted)} images in {len(jobs)} shards")
     with atomic_dir(paths.preprocessed) as folder:
-        futures = convert_shard.map(jobs, params=unmapped(params), ingested=unmapped(str(paths.ingested)),
-                                    folder=unmapped(str(folder)), cache_dir=unmapped(str(paths.cache)),
-                                    max_pixels=unmapped(all_params.validate.max_pixels))
+        futures = convert_shard.map(
+            jobs,
+            params=unmapped(params),
+            ingested=unmapped(str(paths.ingested)),
+            folder=unmapped(str(folder)),
+            cache_dir=unmapped(str(paths.cache)),
+            max_pixels=unmapped(all_params.validate.max_pixels),
+        )
         converted = sum(future.result() for future in futures)  # a failed shard raises: nothing is kept
         counts = preprocess.finish(accepted, params, folder, held)
     _dvc(project, "--wait-for-lock", "commit", "--force", "preprocess")

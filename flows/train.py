@@ -23,9 +23,15 @@ from tasks.stages import run_stage
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 
-@flow(name="train", description="source -> ingest -> validate -> testset -> preprocess -> train -> evaluate -> register")
-def train(overrides: dict[str, Any] | None = None, project_dir: str = str(PROJECT_DIR),
-          preprocess_runner: TaskRunnerKind = "threads", dask_address: str | None = None) -> dict:
+@flow(
+    name="train", description="source -> ingest -> validate -> testset -> preprocess -> train -> evaluate -> register"
+)
+def train(
+    overrides: dict[str, Any] | None = None,
+    project_dir: str = str(PROJECT_DIR),
+    preprocess_runner: TaskRunnerKind = "threads",
+    dask_address: str | None = None,
+) -> dict:
     """`overrides` maps dotted params keys to values, e.g. {"train.epochs": 3}; they are
     validated before any stage runs and written to params.yaml, so dvc.lock records them.
     Preprocessing fans out over shards on `preprocess_runner`: "threads" here, or "dask" on a

@@ -12,8 +12,9 @@ from catdog.stages import preprocess
 
 
 @task(name="convert-shard", task_run_name="{job.split}-{job.number:05d}", retries=1, retry_delay_seconds=5)
-def convert_shard(job: conversion.ShardJob, params: PreprocessParams, ingested: str, folder: str,
-                  cache_dir: str, max_pixels: int) -> int:
+def convert_shard(
+    job: conversion.ShardJob, params: PreprocessParams, ingested: str, folder: str, cache_dir: str, max_pixels: int
+) -> int:
     """Write `job`'s shard into `folder`, which every worker must see (a shared file system), as the
     per-image cache in `cache_dir`; returns how many images it converted (the rest were reused)."""
     cache = preprocess.array_cache(params, Path(cache_dir))

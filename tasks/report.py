@@ -29,19 +29,38 @@ def summary_markdown(project_dir: Path, outcomes: list[dict], changes: dict) -> 
     metrics = _read(paths.metrics / "evaluate.json")
     decision = _read(paths.metrics / "register.json")
     verdict = "**production**" if decision.get("production") else "candidate"
-    lines = [f"# catdog run: model {decision.get('version', '?')} is {verdict}", "",
-             f"Registry decision: {decision.get('reason', 'n/a')} (production is now "
-             f"{decision.get('production_version') or 'none'}).", "", "## Stages", "",
-             "| stage | this run |", "|---|---|"]
+    lines = [
+        f"# catdog run: model {decision.get('version', '?')} is {verdict}",
+        "",
+        f"Registry decision: {decision.get('reason', 'n/a')} (production is now "
+        f"{decision.get('production_version') or 'none'}).",
+        "",
+        "## Stages",
+        "",
+        "| stage | this run |",
+        "|---|---|",
+    ]
     lines += [f"| {o['stage']} | {'ran' if o['ran'] else 'unchanged, skipped'} |" for o in outcomes]
     lines += ["", "## Source", "", source_sentence(_read(paths.cache / "source-changes.json"))]
     drift = _read(paths.validated / "drift.json")
-    lines += ["", "## Drift", "", (("**Warning:** " if drift.get("drifted") else "") + drift["summary"] + "."
-                                   if drift else "Not checked in this run.")]
-    lines += ["", "## Data", "",
-              f"{counts.get('files', '?')} files ingested, {counts.get('accepted', '?')} accepted "
-              f"({counts.get('accepted_cat', '?')} cat, {counts.get('accepted_dog', '?')} dog), "
-              f"{counts.get('rejected', '?')} rejected."]
+    lines += [
+        "",
+        "## Drift",
+        "",
+        (
+            ("**Warning:** " if drift.get("drifted") else "") + drift["summary"] + "."
+            if drift
+            else "Not checked in this run."
+        ),
+    ]
+    lines += [
+        "",
+        "## Data",
+        "",
+        f"{counts.get('files', '?')} files ingested, {counts.get('accepted', '?')} accepted "
+        f"({counts.get('accepted_cat', '?')} cat, {counts.get('accepted_dog', '?')} dog), "
+        f"{counts.get('rejected', '?')} rejected.",
+    ]
     rejected_csv = paths.validated / "rejected.csv"
     if rejected_csv.exists():
         reasons = pd.read_csv(rejected_csv)["reason"].value_counts().head(5)
@@ -50,14 +69,16 @@ def summary_markdown(project_dir: Path, outcomes: list[dict], changes: dict) -> 
     lines += [f"| {k} | {metrics[k]:.4f} |" for k in METRIC_KEYS if k in metrics]
     if "test_source" in metrics:
         on_set = metrics["test_source"]
-        lines += ["", f"On the curated test set ({on_set['test_images']} images): accuracy {on_set['accuracy']:.4f} "
-                      f"(cat {on_set['accuracy_cat']:.4f}, dog {on_set['accuracy_dog']:.4f}), ECE {on_set['ece']:.4f}."]
+        lines += [
+            "",
+            f"On the curated test set ({on_set['test_images']} images): accuracy {on_set['accuracy']:.4f} "
+            f"(cat {on_set['accuracy_cat']:.4f}, dog {on_set['accuracy_dog']:.4f}), ECE {on_set['ece']:.4f}.",
+        ]
     lines += ["", "## Serving (the last 24 hours)", "", *serving_lines(paths)]
     if changes:
         lines += ["", "## Params changed by this run (written to params.yaml, recorded in dvc.lock)", ""]
         lines += [f"- `{key}`: {old!r} → {new!r}" for key, (old, new) in changes.items()]
-    lines += ["", f"Validation report: `{paths.validated / 'data_docs' / 'index.html'}`",
-              f"Plots: `{paths.plots}`"]
+    lines += ["", f"Validation report: `{paths.validated / 'data_docs' / 'index.html'}`", f"Plots: `{paths.plots}`"]
     return "\n".join(lines)
 
 
@@ -90,8 +111,10 @@ def source_sentence(changes: dict) -> str:
     if not changes:
         return "The source was not listed in this run."
     labels = ", ".join(f"{n} {label}" for label, n in changes.get("added_by_label", {}).items())
-    sentence = (f"{changes['added']} new photos{f' ({labels})' if labels else ''}, {changes['removed']} removed, "
-                f"{changes['changed']} changed in {changes['source']} ({changes['files']:,} files).")
+    sentence = (
+        f"{changes['added']} new photos{f' ({labels})' if labels else ''}, {changes['removed']} removed, "
+        f"{changes['changed']} changed in {changes['source']} ({changes['files']:,} files)."
+    )
     if changes.get("held_back"):
         return sentence + " Fewer than ingest.min_changed_files: kept for a later run, nothing retrained."
     if not changes["added"] + changes["removed"] + changes["changed"]:
@@ -105,13 +128,19 @@ def publish_run_report(project_dir: str, outcomes: list[dict], changes: dict) ->
     markdown = summary_markdown(paths.root, outcomes, changes)
     create_markdown_artifact(markdown, key="catdog-run-summary", description="catdog pipeline run")
     metrics = _read(paths.metrics / "evaluate.json")
-    create_table_artifact([{"metric": k, "value": metrics[k]} for k in METRIC_KEYS if k in metrics],
-                          key="catdog-test-metrics", description="metrics on the test split")
-    create_link_artifact((paths.validated / "data_docs" / "index.html").as_uri(), "Great Expectations Data Docs",
-                         key="catdog-data-docs")
-    create_link_artifact(paths.plots.as_uri(), "Plots (training curves, confusion, ROC, misclassified)",
-                         key="catdog-plots")
+    create_table_artifact(
+        [{"metric": k, "value": metrics[k]} for k in METRIC_KEYS if k in metrics],
+        key="catdog-test-metrics",
+        description="metrics on the test split",
+    )
+    create_link_artifact(
+        (paths.validated / "data_docs" / "index.html").as_uri(), "Great Expectations Data Docs", key="catdog-data-docs"
+    )
+    create_link_artifact(
+        paths.plots.as_uri(), "Plots (training curves, confusion, ROC, misclassified)", key="catdog-plots"
+    )
     if (paths.serving / "monitor.png").exists():
-        create_link_artifact((paths.serving / "monitor.png").as_uri(), "Serving per day (catdog monitor)",
-                             key="catdog-serving")
+        create_link_artifact(
+            (paths.serving / "monitor.png").as_uri(), "Serving per day (catdog monitor)", key="catdog-serving"
+        )
     return markdown

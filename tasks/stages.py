@@ -74,15 +74,17 @@ def failure_reason(stage: str, lines: list[str], code: int) -> str:
     return next((line for line in reversed(lines) if "ERROR" in line), f"dvc exited with {code}")
 
 
-@task(name="dvc-stage", task_run_name="{stage}", retries=2, retry_delay_seconds=[5, 30],
-      retry_condition_fn=_is_transient)
+@task(
+    name="dvc-stage", task_run_name="{stage}", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=_is_transient
+)
 def run_stage(stage: str, project_dir: str) -> dict:
     """Reproduce one DVC stage (skipped when unchanged); returns whether it ran and its outputs."""
     logger = get_run_logger()
     project = Path(project_dir)
     command = dvc_command("--wait-for-lock", "repro", "--single-item", stage)
-    process = subprocess.Popen(command, cwd=project, env=stage_env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, bufsize=1)
+    process = subprocess.Popen(
+        command, cwd=project, env=stage_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
     lines = []
     for raw in process.stdout:
         for line in _ANSI.sub("", raw).replace("\r", "\n").splitlines():

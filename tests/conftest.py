@@ -37,8 +37,10 @@ os.environ.pop("PREFECT_PROFILE", None)
 def run(args: list[str], cwd: Path, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
     result = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} exited {result.returncode}\n--- stdout\n{result.stdout[-4000:]}"
-                             f"\n--- stderr\n{result.stderr[-4000:]}")
+        raise AssertionError(
+            f"{' '.join(args)} exited {result.returncode}\n--- stdout\n{result.stdout[-4000:]}"
+            f"\n--- stderr\n{result.stderr[-4000:]}"
+        )
     return result
 
 
@@ -100,5 +102,6 @@ def write_images(folder: Path, per_class: int = 12, layout: str = "folders", fmt
 def stages_run(dvc_output: str) -> list[str]:
     """Stage names that `dvc repro` ran (not skipped), from its output."""
     return [line.split("'")[1] for line in dvc_output.splitlines() if line.startswith("Running stage '")]
+
 
 MAX_PIXELS = ValidateParams().max_pixels  # validate.max_pixels by default, for calls outside a project

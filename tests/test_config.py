@@ -28,27 +28,33 @@ def test_params_yaml_lists_every_knob_so_dvc_tracks_it():
         assert set(raw[section]) == {f.name for f in dataclasses.fields(cls)}, section
 
 
-@pytest.mark.parametrize("raw, key", [
-    ({"train": {"epochz": 3}}, "train.epochz"),
-    ({"trian": {"epochs": 3}}, "trian"),
-    ({"train": {"epochs": "3"}}, "train.epochs"),
-    ({"train": {"epochs": -1}}, "train.epochs"),
-    ({"train": {"epochs": True}}, "train.epochs"),
-    ({"train": {"learning_rate": 0}}, "train.learning_rate"),
-    ({"preprocess": {"image_size": 0}}, "preprocess.image_size"),
-    ({"preprocess": {"resize": "squash"}}, "preprocess.resize"),
-    ({"ingest": {"max_per_class": 0}}, "ingest.max_per_class"),
-    ({"register": {"min_accuracy": 1.5}}, "register.min_accuracy"),
-    ({"train": {"warmup_sizes": 64, "warmup_epochs": [1]}}, "train.warmup_sizes"),
-    ({"train": {"warmup_sizes": [64, "x"], "warmup_epochs": [1, 1]}}, "train.warmup_sizes[1]"),
-    ({"train": {"warmup_sizes": [64], "warmup_epochs": [0]}}, "train.warmup_epochs[0]"),
-    ({"train": {"warmup_sizes": [64, 128], "warmup_epochs": [5]}}, "train.warmup_epochs"),
-    ({"train": {"warmup_sizes": [100], "warmup_epochs": [5]}}, "train.warmup_sizes"),   # does not divide 256
-    ({"train": {"warmup_sizes": [256], "warmup_epochs": [5]}}, "train.warmup_sizes"),   # not smaller
-    ({"train": {"warmup_sizes": [128, 64], "warmup_epochs": [5, 5]}}, "train.warmup_sizes"),  # shrinks
-    ({"train": {"warmup_sizes": [48, 128], "warmup_epochs": [5, 5]}}, "train.warmup_sizes"),  # 48 does not divide 128
-    ({"train": {"warmup_sizes": [4], "warmup_epochs": [5]}}, "train.warmup_sizes[0]"),  # below 8
-])
+@pytest.mark.parametrize(
+    "raw, key",
+    [
+        ({"train": {"epochz": 3}}, "train.epochz"),
+        ({"trian": {"epochs": 3}}, "trian"),
+        ({"train": {"epochs": "3"}}, "train.epochs"),
+        ({"train": {"epochs": -1}}, "train.epochs"),
+        ({"train": {"epochs": True}}, "train.epochs"),
+        ({"train": {"learning_rate": 0}}, "train.learning_rate"),
+        ({"preprocess": {"image_size": 0}}, "preprocess.image_size"),
+        ({"preprocess": {"resize": "squash"}}, "preprocess.resize"),
+        ({"ingest": {"max_per_class": 0}}, "ingest.max_per_class"),
+        ({"register": {"min_accuracy": 1.5}}, "register.min_accuracy"),
+        ({"train": {"warmup_sizes": 64, "warmup_epochs": [1]}}, "train.warmup_sizes"),
+        ({"train": {"warmup_sizes": [64, "x"], "warmup_epochs": [1, 1]}}, "train.warmup_sizes[1]"),
+        ({"train": {"warmup_sizes": [64], "warmup_epochs": [0]}}, "train.warmup_epochs[0]"),
+        ({"train": {"warmup_sizes": [64, 128], "warmup_epochs": [5]}}, "train.warmup_epochs"),
+        ({"train": {"warmup_sizes": [100], "warmup_epochs": [5]}}, "train.warmup_sizes"),  # does not divide 256
+        ({"train": {"warmup_sizes": [256], "warmup_epochs": [5]}}, "train.warmup_sizes"),  # not smaller
+        ({"train": {"warmup_sizes": [128, 64], "warmup_epochs": [5, 5]}}, "train.warmup_sizes"),  # shrinks
+        (
+            {"train": {"warmup_sizes": [48, 128], "warmup_epochs": [5, 5]}},
+            "train.warmup_sizes",
+        ),  # 48 does not divide 128
+        ({"train": {"warmup_sizes": [4], "warmup_epochs": [5]}}, "train.warmup_sizes[0]"),  # below 8
+    ],
+)
 def test_bad_params_fail_naming_the_key(raw, key):
     with pytest.raises(ParamsError) as error:
         parse_params(raw)

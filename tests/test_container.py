@@ -46,12 +46,15 @@ def test_the_dockerfile_is_multi_stage_slim_non_root_and_installs_only_the_servi
     assert len(stages) == 2 and all(s.startswith("python:${PYTHON}-slim") for s in stages)
     assert re.search(r"^USER catdog$", text, re.MULTILINE) and "useradd" in text
     assert "ARG MODEL=deployments/container/no-model" in text and (REPO / "deployments/container/no-model").is_dir()
-    assert "requirements-serve.lock" in text and "--port\", \"8080\"" in text
+    assert "requirements-serve.lock" in text and '--port", "8080"' in text
     pinned = {line.split("==")[0].lower() for line in SERVE_LOCK.read_text().splitlines() if "==" in line}
     assert {"tensorflow-cpu", "keras", "fastapi", "uvicorn", "pillow"} <= pinned
     assert not pinned & {"prefect", "dvc", "great-expectations", "pytest"}, "pipeline tools are not served"
-    lock = {line.split("==")[0].lower(): line.strip() for line in (REPO / "requirements.lock").read_text().splitlines()
-            if "==" in line}
+    lock = {
+        line.split("==")[0].lower(): line.strip()
+        for line in (REPO / "requirements.lock").read_text().splitlines()
+        if "==" in line
+    }
     for line in SERVE_LOCK.read_text().splitlines():
         name = line.split("==")[0].lower()
         if "==" in line and name in lock:
@@ -63,10 +66,17 @@ def _serving(python_bin, project, token):
     port = free_port()
     log = project / "container-serve.log"
     with open(log, "w") as out:
-        process = subprocess.Popen([str(python_bin / "catdog"), "--project", str(project), "serve", "--host",
-                                    "0.0.0.0", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
-                                   env={"PATH": f"{python_bin}:/usr/bin:/bin", "CATDOG_SERVE_TOKEN": token,
-                                        "TF_CPP_MIN_LOG_LEVEL": "2", "HOME": str(project)})
+        process = subprocess.Popen(
+            [str(python_bin / "catdog"), "--project", str(project), "serve", "--host", "0.0.0.0", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={
+                "PATH": f"{python_bin}:/usr/bin:/bin",
+                "CATDOG_SERVE_TOKEN": token,
+                "TF_CPP_MIN_LOG_LEVEL": "2",
+                "HOME": str(project),
+            },
+        )
     try:
         yield f"http://127.0.0.1:{port}", process, log
     finally:
@@ -86,11 +96,18 @@ def test_the_runtime_requirements_alone_serve_the_v2_protocol(tmp_path):
     source.mkdir()
     for part in ("pyproject.toml", "catdog", "tasks", "flows"):
         copy = shutil.copytree if (REPO / part).is_dir() else shutil.copy
-        copy(REPO / part, source / part, **({"ignore": shutil.ignore_patterns("__pycache__")}
-                                            if (REPO / part).is_dir() else {}))
+        copy(
+            REPO / part,
+            source / part,
+            **({"ignore": shutil.ignore_patterns("__pycache__")} if (REPO / part).is_dir() else {}),
+        )
     for args in (["-r", str(SERVE_LOCK)], ["--no-deps", str(source)]):
-        subprocess.run([uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), *args],
-                       check=True, env=env, timeout=900)
+        subprocess.run(
+            [uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), *args],
+            check=True,
+            env=env,
+            timeout=900,
+        )
     for tool in ("prefect", "dvc", "great_expectations"):
         missing = subprocess.run([str(venv / "bin" / "python"), "-c", f"import {tool}"], capture_output=True)
         assert missing.returncode != 0, f"{tool} is not a serving requirement"
@@ -108,9 +125,21 @@ def test_the_runtime_requirements_alone_serve_the_v2_protocol(tmp_path):
             time.sleep(0.3)
         import base64
 
-        answer = httpx.post(f"{url}/v2/models/catdog/infer", headers={"Authorization": f"Bearer {TOKEN}"},
-                            json={"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
-                                              "data": [base64.b64encode(photo("dog", 1)).decode()]}]}, timeout=60)
+        answer = httpx.post(
+            f"{url}/v2/models/catdog/infer",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            json={
+                "inputs": [
+                    {
+                        "name": "image",
+                        "shape": [1],
+                        "datatype": "BYTES",
+                        "data": [base64.b64encode(photo("dog", 1)).decode()],
+                    }
+                ]
+            },
+            timeout=60,
+        )
         assert answer.status_code == 200, answer.text
         assert answer.json()["outputs"][1]["data"] == ["dog"]
         assert httpx.get(f"{url}/v2/models/catdog", timeout=10).status_code == 401, "everything else needs the token"
@@ -123,10 +152,12 @@ def _container_tool() -> str | None:
     return None
 
 
-@pytest.mark.skipif(_container_tool() is None, reason="no working docker or podman here (a client without a "
-                                                      "daemon does not count)")
+@pytest.mark.skipif(
+    _container_tool() is None, reason="no working docker or podman here (a client without a daemon does not count)"
+)
 def test_the_image_builds(tmp_path):
     tool = _container_tool()
-    built = subprocess.run([tool, "build", "-t", "catdog-serve:test", str(REPO)], capture_output=True, text=True,
-                           timeout=3600)
+    built = subprocess.run(
+        [tool, "build", "-t", "catdog-serve:test", str(REPO)], capture_output=True, text=True, timeout=3600
+    )
     assert built.returncode == 0, built.stderr[-3000:]

@@ -92,8 +92,9 @@ def test_ingest_takes_the_listed_snapshot_and_the_next_run_sees_later_photos(tmp
     (photos / "dog/late.jpg").write_bytes(image_bytes("dog", (50, 44), "JPEG", seed=90))  # lands during ingest
     (photos / "cat/2.jpg").write_bytes(image_bytes("cat", (70, 44), "JPEG", seed=91))  # rewritten during ingest
 
-    result = intake.ingest(params, tmp_path / "ingested", photos, progress=False,
-                        snapshot=sources.read_manifest(manifest))
+    result = intake.ingest(
+        params, tmp_path / "ingested", photos, progress=False, snapshot=sources.read_manifest(manifest)
+    )
     assert "dog/late.jpg" not in set(result.manifest["source"])
     skipped = dict(zip(result.skipped["source"], result.skipped["reason"]))
     assert skipped == {"cat/2.jpg": "changed after the source was listed (the next run takes it)"}
@@ -101,14 +102,19 @@ def test_ingest_takes_the_listed_snapshot_and_the_next_run_sees_later_photos(tmp
     second = source.run(params, photos, manifest, tmp_path / "cache")
     assert (second.changes.added, second.changes.changed) == (["dog/late.jpg"], ["cat/2.jpg"])
     assert second.hashed == 2, "only the new and the rewritten file are hashed again"
-    result = intake.ingest(params, tmp_path / "ingested", photos, progress=False, snapshot=sources.read_manifest(manifest))
+    result = intake.ingest(
+        params, tmp_path / "ingested", photos, progress=False, snapshot=sources.read_manifest(manifest)
+    )
     assert {"dog/late.jpg", "cat/2.jpg"} <= set(result.manifest["source"]) and result.skipped.empty
 
 
 def _tree(folder) -> dict:
     """Every file below `folder` by relative path -> bytes (Data Docs carry run times: left out)."""
-    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*"))
-            if path.is_file() and "data_docs" not in path.parts}
+    return {
+        str(path.relative_to(folder)): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and "data_docs" not in path.parts
+    }
 
 
 def test_new_photos_are_the_only_new_work_and_the_outputs_equal_a_run_from_scratch(folder_project, tmp_path):
@@ -182,8 +188,15 @@ def test_the_same_photo_added_again_under_the_other_label_rejects_both_by_name(f
 
 def _kill_when(project, line: str) -> None:
     """Start `dvc repro`, and kill it and its stage processes once its output shows `line`."""
-    process = subprocess.Popen([str(BIN / "dvc"), "repro"], cwd=project, env=env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        [str(BIN / "dvc"), "repro"],
+        cwd=project,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     for output in process.stdout:
         if line in output:
             time.sleep(1.0)
@@ -254,9 +267,14 @@ def test_nights_of_a_growing_folder_a_killed_run_drift_and_a_vanished_source(fol
     assert failed.returncode != 0 and "validate.fail_on_drift is on" in failed.stdout + failed.stderr
 
     # the source vanishes: a clear error, and nothing that was there is touched
-    before = {path: path.read_bytes() for path in [project / "data/ingested/manifest.csv",
-                                                   project / "data/registry/state.json",
-                                                   project / "data/source/manifest.csv"]}
+    before = {
+        path: path.read_bytes()
+        for path in [
+            project / "data/ingested/manifest.csv",
+            project / "data/registry/state.json",
+            project / "data/source/manifest.csv",
+        ]
+    }
     shutil.rmtree(photos)
     failed = run(["dvc", "repro"], project, check=False)
     assert failed.returncode != 0

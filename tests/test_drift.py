@@ -26,8 +26,14 @@ def _photos(folder, seed: int, per_class: int = 15, inverted: bool = False):
 
 def _validate(tmp_path, name, photos, production=None, **params):
     intake.ingest(IngestParams(), tmp_path / name / "ingested", photos, progress=False)
-    return validation.validate(ValidateParams(workers=1, **params), tmp_path / name / "ingested", tmp_path / name / "validated",
-                        tmp_path / name / "validate.json", progress=False, production=production)
+    return validation.validate(
+        ValidateParams(workers=1, **params),
+        tmp_path / name / "ingested",
+        tmp_path / name / "validated",
+        tmp_path / name / "validate.json",
+        progress=False,
+        production=production,
+    )
 
 
 @pytest.fixture

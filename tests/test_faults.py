@@ -41,8 +41,9 @@ def test_killed_training_resumes_from_the_last_completed_epoch(tmp_path):
     project = make_project(tmp_path / "project")
     set_params(project, {"train": {"epochs": 6, "batch_size": 2}, "preprocess": {"image_size": 48}})
     run(["dvc", "repro", "preprocess"], project)
-    process = subprocess.Popen([str(BIN / "catdog"), "train"], cwd=project, env=env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [str(BIN / "catdog"), "train"], cwd=project, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     _kill_when(process, lambda: _checkpointed_epochs(project) >= 2)
     done = _checkpointed_epochs(project)
     assert not (project / "data/model/model.keras").exists()
@@ -59,12 +60,24 @@ def test_killed_training_resumes_from_the_last_completed_epoch(tmp_path):
 @pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
 def test_progressive_resizing_resumes_across_phases_and_ends_at_full_size(tmp_path, precision):
     project = make_project(tmp_path / "project")
-    set_params(project, {"preprocess": {"image_size": 64},
-                         "train": {"epochs": 2, "batch_size": 4, "warmup_sizes": [16, 32], "warmup_epochs": [2, 1],
-                                   "precision": precision, "flatten_dense_lr_scale": 0.5}})
+    set_params(
+        project,
+        {
+            "preprocess": {"image_size": 64},
+            "train": {
+                "epochs": 2,
+                "batch_size": 4,
+                "warmup_sizes": [16, 32],
+                "warmup_epochs": [2, 1],
+                "precision": precision,
+                "flatten_dense_lr_scale": 0.5,
+            },
+        },
+    )
     run(["dvc", "repro", "preprocess"], project)
-    process = subprocess.Popen([str(BIN / "catdog"), "train"], cwd=project, env=env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [str(BIN / "catdog"), "train"], cwd=project, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     _kill_when(process, lambda: _checkpointed_epochs(project) >= 1)  # in or just after the 16 px phase
     done = _checkpointed_epochs(project)
 
@@ -105,15 +118,21 @@ def test_a_killed_stage_never_leaves_a_half_written_output(tmp_path):
     run(["dvc", "repro", "validate"], project)
     out = project / "data/preprocessed"
     for delay in (0.5, 1.5, 3.0):
-        process = subprocess.Popen([str(BIN / "catdog"), "preprocess"], cwd=project, env=env(),
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [str(BIN / "catdog"), "preprocess"],
+            cwd=project,
+            env=env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(delay)
         process.send_signal(signal.SIGKILL)
         process.wait()
         if out.exists():  # then it is a complete result, never a partial one
             meta = read_json(out / "meta.json")
-            assert sum(len(pd.read_csv(out / s / "index.csv")) for s in ("train", "val", "test")) == \
-                sum(meta["counts"].values())
+            assert sum(len(pd.read_csv(out / s / "index.csv")) for s in ("train", "val", "test")) == sum(
+                meta["counts"].values()
+            )
     run(["catdog", "preprocess"], project)
     assert read_json(out / "meta.json")["image_size"] == 128
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".preprocessed")]
@@ -150,15 +169,19 @@ def test_registry_stays_consistent_when_killed_at_random_points(tmp_path):
         model.write_bytes(os.urandom(30_000_000))  # big enough that copying takes a while
         models.append(model)
     for i, model in enumerate(models):
-        process = subprocess.Popen([sys.executable, "-c", REGISTER_SNIPPET, str(registry.root), str(model),
-                                    str(0.6 + i / 100)], env=env())
+        process = subprocess.Popen(
+            [sys.executable, "-c", REGISTER_SNIPPET, str(registry.root), str(model), str(0.6 + i / 100)], env=env()
+        )
         time.sleep(rng.uniform(0.0, 0.6))
         process.send_signal(signal.SIGKILL)
         process.wait()
         _check_consistent(registry)
         # Running register again completes the job, whatever point it was killed at.
-        subprocess.run([sys.executable, "-c", REGISTER_SNIPPET, str(registry.root), str(model), str(0.6 + i / 100)],
-                       env=env(), check=True)
+        subprocess.run(
+            [sys.executable, "-c", REGISTER_SNIPPET, str(registry.root), str(model), str(0.6 + i / 100)],
+            env=env(),
+            check=True,
+        )
         _check_consistent(registry)
         assert registry.state()["production"] == registry.versions()[-1]
     assert len(registry.versions()) == len(models)
@@ -173,8 +196,12 @@ def test_models_are_loaded_in_safe_mode_so_files_cannot_run_code(tmp_path):
     path = tmp_path / "lambda.keras"
     model.save(path)
     registry = Registry(tmp_path / "registry")
-    registry.register(path, {"metrics": {"accuracy": 0.9}, "params": {}, "data_fingerprint": "d",
-                             "code_revision": "c"}, Verdict(True, "test"), compared_with=None)
+    registry.register(
+        path,
+        {"metrics": {"accuracy": 0.9}, "params": {}, "data_fingerprint": "d", "code_revision": "c"},
+        Verdict(True, "test"),
+        compared_with=None,
+    )
     with pytest.raises(ValueError, match="safe_mode"):
         registry.load_model("production")
 
@@ -184,9 +211,12 @@ def test_predict_refuses_a_tampered_production_model(tmp_path):
 
     project = make_project(tmp_path / "project")
     build_model(image_size=32).save(tmp_path / "model.keras")
-    Registry(project / "data/registry").register(tmp_path / "model.keras", {
-        "metrics": {"accuracy": 0.9}, "params": {}, "data_fingerprint": "d", "code_revision": "c"},
-        Verdict(True, "test"), compared_with=None)
+    Registry(project / "data/registry").register(
+        tmp_path / "model.keras",
+        {"metrics": {"accuracy": 0.9}, "params": {}, "data_fingerprint": "d", "code_revision": "c"},
+        Verdict(True, "test"),
+        compared_with=None,
+    )
     model = project / "data/registry/versions/v0001/model.keras"
     model.write_bytes(model.read_bytes()[:-10] + b"0123456789")
     image = tmp_path / "photo.png"

@@ -67,8 +67,13 @@ def judge(project, production, candidate) -> tuple[dict, dict]:
     """A fresh registry with `production`, then the real evaluate and register stages on `candidate`."""
     shutil.rmtree(project / "data/registry", ignore_errors=True)
     registry = Registry(project / "data/registry")
-    card = {"params": load_params(project / "params.yaml").to_dict(), "metrics": {"accuracy": 0.0},
-            "training": {}, "data_fingerprint": "test", "code_revision": "test"}
+    card = {
+        "params": load_params(project / "params.yaml").to_dict(),
+        "metrics": {"accuracy": 0.0},
+        "training": {},
+        "data_fingerprint": "test",
+        "code_revision": "test",
+    }
     production.save(project / "production.keras")
     registry.register(project / "production.keras", card, Verdict(True, "the test's production"), compared_with=None)
     (project / "data/model").mkdir(exist_ok=True)
@@ -86,7 +91,8 @@ def test_a_truly_worse_candidate_stays_a_candidate(preprocessed):
     assert comparison["production_accuracy"] == 1.0, "the oracle must be right on every test image"
     assert comparison["images"] >= 16 and comparison["only_production_right"] == comparison["images"] - sum(
         json.loads((preprocessed / "data/metrics/evaluate.json").read_text())["confusion"][k]
-        for k in ("cat_as_cat", "dog_as_dog"))
+        for k in ("cat_as_cat", "dog_as_dog")
+    )
     assert comparison["p_value"] < 0.05 and comparison["difference"] < 0
     assert not decision["production"] and decision["reason"].startswith("significantly worse than production")
     assert card["status"] == "candidate" and decision["production_version"] == "v0001"
@@ -111,8 +117,13 @@ def test_a_missing_production_file_is_said_and_the_candidate_judged_on_min_accur
     shutil.rmtree(preprocessed / "data/registry", ignore_errors=True)
     registry = Registry(preprocessed / "data/registry")
     oracle_model().save(preprocessed / "production.keras")
-    card = {"params": load_params(preprocessed / "params.yaml").to_dict(), "metrics": {"accuracy": 0.0},
-            "training": {}, "data_fingerprint": "test", "code_revision": "test"}
+    card = {
+        "params": load_params(preprocessed / "params.yaml").to_dict(),
+        "metrics": {"accuracy": 0.0},
+        "training": {},
+        "data_fingerprint": "test",
+        "code_revision": "test",
+    }
     registry.register(preprocessed / "production.keras", card, Verdict(True, "test"), compared_with=None)
     (preprocessed / "data/registry/versions/v0001/model.keras").unlink()
     always_dog_model().save(preprocessed / "data/model/model.keras")

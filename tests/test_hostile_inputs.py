@@ -57,15 +57,27 @@ def _valid_forms() -> dict[str, bytes]:
     }
 
 
-EXPECTED_GRAY = {"png-named.jpg": 100, "cmyk.jpg": 127, "sixteen-bit.png": 156, "palette.png": 120,
-                 "rgba.png": 255, "gray.jpg": 90, "animated.gif": 200, "picture.webp": 150,
-                 "picture.bmp": 60, "picture.tiff": 170}
+EXPECTED_GRAY = {
+    "png-named.jpg": 100,
+    "cmyk.jpg": 127,
+    "sixteen-bit.png": 156,
+    "palette.png": 120,
+    "rgba.png": 255,
+    "gray.jpg": 90,
+    "animated.gif": 200,
+    "picture.webp": 150,
+    "picture.bmp": 60,
+    "picture.tiff": 170,
+}
 
 
 def _broken_forms(good_jpeg: bytes) -> dict[str, str]:
-    return {"empty.jpg": b"", "truncated.jpg": good_jpeg[: len(good_jpeg) // 3],
-            "page.jpg": b"<!DOCTYPE html><html><body>Not found</body></html>",
-            "random.jpg": np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()}
+    return {
+        "empty.jpg": b"",
+        "truncated.jpg": good_jpeg[: len(good_jpeg) // 3],
+        "page.jpg": b"<!DOCTYPE html><html><body>Not found</body></html>",
+        "random.jpg": np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+    }
 
 
 def _bomb_png() -> bytes:
@@ -75,8 +87,7 @@ def _bomb_png() -> bytes:
 
 def _snapshot(root: Path, skip: Path) -> dict[str, float]:
     """Every file below root (not below skip) with its modification time."""
-    return {str(p): p.stat().st_mtime for p in root.rglob("*")
-            if p.is_file() and skip not in p.parents and p != skip}
+    return {str(p): p.stat().st_mtime for p in root.rglob("*") if p.is_file() and skip not in p.parents and p != skip}
 
 
 def test_every_kind_of_file_gets_the_right_outcome(tmp_path):
@@ -86,11 +97,17 @@ def test_every_kind_of_file_gets_the_right_outcome(tmp_path):
     files = {f"cat/{name}": data for name, data in forms.items()}
     files |= {f"dog/{i}.jpg": image_bytes("dog", (50 + i, 40), "JPEG", seed=i) for i in range(12)}
     files |= {f"dog/{name}": data for name, data in _broken_forms(good_jpeg).items()}
-    files |= {"dog/tiny.png": image_bytes("dog", (10, 10)), "dog/bomb.png": _bomb_png(),
-              "cat/.DS_Store": b"\0\0\0\1Bud1", "cat/Thumbs.db": b"\xd0\xcf\x11\xe0",
-              "__MACOSX/cat/._1.jpg": b"\0\5\26\7", "unlabelled/x.jpg": good_jpeg, ".hidden/cat.9.jpg": good_jpeg,
-              "dog/again-0.jpg": image_bytes("dog", (50, 40), "JPEG", seed=0),          # same class twice
-              "cat/looks-like-dog.jpg": image_bytes("dog", (51, 40), "JPEG", seed=1)}   # both labels
+    files |= {
+        "dog/tiny.png": image_bytes("dog", (10, 10)),
+        "dog/bomb.png": _bomb_png(),
+        "cat/.DS_Store": b"\0\0\0\1Bud1",
+        "cat/Thumbs.db": b"\xd0\xcf\x11\xe0",
+        "__MACOSX/cat/._1.jpg": b"\0\5\26\7",
+        "unlabelled/x.jpg": good_jpeg,
+        ".hidden/cat.9.jpg": good_jpeg,
+        "dog/again-0.jpg": image_bytes("dog", (50, 40), "JPEG", seed=0),  # same class twice
+        "cat/looks-like-dog.jpg": image_bytes("dog", (51, 40), "JPEG", seed=1),
+    }  # both labels
     for name, data in files.items():
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         (source / name).write_bytes(data)
@@ -98,15 +115,26 @@ def test_every_kind_of_file_gets_the_right_outcome(tmp_path):
 
     out = tmp_path / "out"
     intake.ingest(IngestParams(), out / "ingested", source, progress=False)
-    result = validation.validate(ValidateParams(workers=1, min_side=16, max_pixels=40_000_000, max_rejected_share=0.6),
-                          out / "ingested", out / "validated", out / "validate.json", progress=False)
+    result = validation.validate(
+        ValidateParams(workers=1, min_side=16, max_pixels=40_000_000, max_rejected_share=0.6),
+        out / "ingested",
+        out / "validated",
+        out / "validate.json",
+        progress=False,
+    )
     reasons = dict(zip(result.rejected["path"], result.rejected["reason"]))
     expected_rejections = {
-        "cat/.DS_Store": "OS junk file", "cat/Thumbs.db": "OS junk file", "__MACOSX/cat/._1.jpg": "OS junk file",
-        "unlabelled/x.jpg": "no label", ".hidden/cat.9.jpg": "hidden file",
-        "images/dog/empty.jpg": "not an image", "images/dog/truncated.jpg": "cannot decode",
-        "images/dog/page.jpg": "not an image", "images/dog/random.jpg": "not an image",
-        "images/dog/tiny.png": "width below validate.min_side", "images/dog/bomb.png": "too large: 20000x20000",
+        "cat/.DS_Store": "OS junk file",
+        "cat/Thumbs.db": "OS junk file",
+        "__MACOSX/cat/._1.jpg": "OS junk file",
+        "unlabelled/x.jpg": "no label",
+        ".hidden/cat.9.jpg": "hidden file",
+        "images/dog/empty.jpg": "not an image",
+        "images/dog/truncated.jpg": "cannot decode",
+        "images/dog/page.jpg": "not an image",
+        "images/dog/random.jpg": "not an image",
+        "images/dog/tiny.png": "width below validate.min_side",
+        "images/dog/bomb.png": "too large: 20000x20000",
         "images/dog/again-0.jpg": "duplicate of images/dog/0.jpg (kept once)",
         "images/cat/looks-like-dog.jpg": "labelled both cat and dog",
         "images/dog/1.jpg": "labelled both cat and dog",
@@ -116,13 +144,20 @@ def test_every_kind_of_file_gets_the_right_outcome(tmp_path):
         assert reason in reasons[path], (path, reasons[path])
 
     accepted = set(result.accepted["path"])
-    assert accepted == ({f"images/cat/{name}" for name in forms}
-                        | {f"images/dog/{i}.jpg" for i in range(12)} - {"images/dog/1.jpg"})
+    assert accepted == (
+        {f"images/cat/{name}" for name in forms} | {f"images/dog/{i}.jpg" for i in range(12)} - {"images/dog/1.jpg"}
+    )
     assert _snapshot(tmp_path, tmp_path / "out") == before
 
     # Every good file reaches preprocessing, converted correctly.
-    preprocess.run(PreprocessParams(image_size=32, workers=1), out / "validated", out / "ingested",
-                   out / "pre", progress=False, max_pixels=MAX_PIXELS)
+    preprocess.run(
+        PreprocessParams(image_size=32, workers=1),
+        out / "validated",
+        out / "ingested",
+        out / "pre",
+        progress=False,
+        max_pixels=MAX_PIXELS,
+    )
     indexed = pd.concat(pd.read_csv(out / "pre" / split / "index.csv") for split in ("train", "val", "test"))
     assert set(indexed["path"]) == accepted
     for name, gray in EXPECTED_GRAY.items():
@@ -143,7 +178,8 @@ def _tar_member(name: str, data: bytes = b"", kind=tarfile.REGTYPE, linkname: st
 def test_hostile_tar_members_are_refused_and_nothing_escapes(tmp_path):
     archive = tmp_path / "evil.tar.gz"
     good = {f"cat/{i}.jpg": image_bytes("cat", seed=i) for i in range(3)} | {
-        f"dog/{i}.jpg": image_bytes("dog", seed=i) for i in range(3)}
+        f"dog/{i}.jpg": image_bytes("dog", seed=i) for i in range(3)
+    }
     with tarfile.open(archive, "w:gz") as tf:
         for name, data in good.items():
             tf.addfile(*_tar_member(name, data))
@@ -224,8 +260,12 @@ def test_hostile_archive_through_the_real_dvc_stages(tmp_path):
     changed = {p for p in set(before) | set(after) if before.get(p) != after.get(p)}
     assert {Path(p).relative_to(project).parts[0] for p in changed} <= {"dvc.lock", ".dvc"}
     rejected = pd.read_csv(project / "data/validated/rejected.csv")
-    assert sorted(rejected["path"]) == ["../PetImages/Cat/evil.jpg", "PetImages/Cat/Thumbs.db",
-                                        "images/PetImages/Cat/666.jpg", "images/PetImages/Dog/11702.jpg"]
+    assert sorted(rejected["path"]) == [
+        "../PetImages/Cat/evil.jpg",
+        "PetImages/Cat/Thumbs.db",
+        "images/PetImages/Cat/666.jpg",
+        "images/PetImages/Dog/11702.jpg",
+    ]
     counts = json.loads((project / "data/metrics/validate.json").read_text())
     assert (counts["accepted"], counts["rejected"]) == (24, 4)
     meta = json.loads((project / "data/preprocessed/meta.json").read_text())

@@ -56,8 +56,13 @@ def test_predict_sees_images_exactly_as_preprocessing(tmp_path):
     from catdog.stages.preprocess import run
 
     ingested = tmp_path / "ingested"
-    cases = [("PNG", "RGB", (64, 48)), ("JPEG", "RGB", (33, 97)), ("PNG", "RGBA", (50, 50)),
-             ("PNG", "L", (17, 300)), ("JPEG", "L", (640, 480))]
+    cases = [
+        ("PNG", "RGB", (64, 48)),
+        ("JPEG", "RGB", (33, 97)),
+        ("PNG", "RGBA", (50, 50)),
+        ("PNG", "L", (17, 300)),
+        ("JPEG", "L", (640, 480)),
+    ]
     rows = []
     for i, (fmt, mode, size) in enumerate(cases):
         path = ingested / f"images/{i}.{fmt.lower()}"
@@ -66,8 +71,14 @@ def test_predict_sees_images_exactly_as_preprocessing(tmp_path):
         rows.append({"path": f"images/{i}.{fmt.lower()}", "label": "cat", "sha256": ("0" if i == 0 else "f") * 64})
     (tmp_path / "validated").mkdir()
     pd.DataFrame(rows).to_csv(tmp_path / "validated/accepted.csv", index=False)
-    run(PreprocessParams(image_size=32, workers=1, test_fraction=0.01, val_fraction=0.0),
-        tmp_path / "validated", ingested, tmp_path / "pre", progress=False, max_pixels=MAX_PIXELS)
+    run(
+        PreprocessParams(image_size=32, workers=1, test_fraction=0.01, val_fraction=0.0),
+        tmp_path / "validated",
+        ingested,
+        tmp_path / "pre",
+        progress=False,
+        max_pixels=MAX_PIXELS,
+    )
     model = build_model(image_size=32)
     by_path = {}
     for split in ("train", "test"):
@@ -89,7 +100,9 @@ def test_predict_reports_unreadable_files_and_predicts_the_rest(tmp_path):
     good.write_bytes(image_bytes())
     bad = tmp_path / "bad.jpg"
     bad.write_text("<html>not an image</html>")
-    results = predict_files(build_model(image_size=32), [bad, good, tmp_path / "missing.jpg"], 32, max_pixels=MAX_PIXELS)
+    results = predict_files(
+        build_model(image_size=32), [bad, good, tmp_path / "missing.jpg"], 32, max_pixels=MAX_PIXELS
+    )
     assert [r.error is None for r in results] == [False, True, False]
     assert "not an image" in results[0].error and "not found" in results[2].error
     assert results[1].label in ("cat", "dog")

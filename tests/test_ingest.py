@@ -19,12 +19,21 @@ from catdog.data.sources import (
 from tests.conftest import SHARED_ZIP, image_bytes, write_images
 
 
-@pytest.mark.parametrize("name, label", [
-    ("cat.1.jpg", "cat"), ("train/dog.1000.jpg", "dog"), ("Cats/0001.jpg", "cat"),
-    ("PetImages/Dog/12.jpg", "dog"), ("dogs/a/b.png", "dog"), ("Cat_03.jpg", "cat"),
-    ("cats/dog.1.jpg", "dog"),  # the file name is nearer than the folder
-    ("animals/cow.1.jpg", None), ("catalog/1.jpg", None), ("dogma.jpg", None),
-])
+@pytest.mark.parametrize(
+    "name, label",
+    [
+        ("cat.1.jpg", "cat"),
+        ("train/dog.1000.jpg", "dog"),
+        ("Cats/0001.jpg", "cat"),
+        ("PetImages/Dog/12.jpg", "dog"),
+        ("dogs/a/b.png", "dog"),
+        ("Cat_03.jpg", "cat"),
+        ("cats/dog.1.jpg", "dog"),  # the file name is nearer than the folder
+        ("animals/cow.1.jpg", None),
+        ("catalog/1.jpg", None),
+        ("dogma.jpg", None),
+    ],
+)
 def test_labels_come_from_file_names_or_class_folders(name, label):
     assert label_from_path(name) == label
 
@@ -74,7 +83,8 @@ def test_zip_in_kaggle_layout(tmp_path):
     result = run(IngestParams(), tmp_path / "out", archive, progress=False)
     assert result.manifest["label"].value_counts().to_dict() == {"cat": 4, "dog": 4}
     assert result.skipped.to_dict("records") == [
-        {"source": "train/README.txt", "reason": "no label: neither the file name nor a folder says cat or dog"}]
+        {"source": "train/README.txt", "reason": "no label: neither the file name nor a folder says cat or dog"}
+    ]
 
 
 def test_tar_gz_in_petimages_layout(tmp_path):
@@ -92,8 +102,10 @@ def test_tar_gz_in_petimages_layout(tmp_path):
 
 
 def test_cap_per_class_is_deterministic_and_order_free():
-    rows = [{"path": f"p{i}", "label": "cat" if i % 2 else "dog", "sha256": f"{i:064x}", "bytes": 1, "source": ""}
-            for i in range(40)]
+    rows = [
+        {"path": f"p{i}", "label": "cat" if i % 2 else "dog", "sha256": f"{i:064x}", "bytes": 1, "source": ""}
+        for i in range(40)
+    ]
     frame = pd.DataFrame(rows)
     kept, dropped = cap_per_class(frame, 5)
     kept_shuffled, _ = cap_per_class(frame.sample(frac=1, random_state=1), 5)
@@ -124,10 +136,16 @@ def test_source_without_labels_fails_and_keeps_the_previous_output(tmp_path):
 def test_shared_kaggle_zip_ingests_and_validates(tmp_path):
     from catdog.core.config import ValidateParams
     from catdog.data import validation
+
     result = run(IngestParams(), tmp_path / "ingested", SHARED_ZIP, progress=False)
     assert result.manifest["label"].value_counts().to_dict() == {"cat": 1000, "dog": 1000}
-    checked = validation.validate(ValidateParams(min_side=32), tmp_path / "ingested", tmp_path / "validated",
-                           tmp_path / "validate.json", progress=False)
+    checked = validation.validate(
+        ValidateParams(min_side=32),
+        tmp_path / "ingested",
+        tmp_path / "validated",
+        tmp_path / "validate.json",
+        progress=False,
+    )
     assert checked.counts["accepted"] + checked.counts["rejected"] == 2000
     assert checked.counts["accepted"] >= 1990
     assert (tmp_path / "validated/data_docs/index.html").exists()

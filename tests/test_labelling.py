@@ -51,8 +51,9 @@ def test_the_queue_is_least_sure_first_one_per_content_without_training_or_answe
     manifest = tmp_path / "manifest.csv"
     pd.DataFrame({"path": ["dog/trained.jpg"], "bytes": [1], "sha256": [sha(pictures["5.jpg"])]}).to_csv(manifest)
     setup = LabelSetup(serving, source, (manifest,), inbox)
-    record_answer(setup, next(c for c in candidates(setup) if c.sha256 == sha(pictures["4.jpg"])), "cat", "ann",
-                  "v0001", 0.4)
+    record_answer(
+        setup, next(c for c in candidates(setup) if c.sha256 == sha(pictures["4.jpg"])), "cat", "ann", "v0001", 0.4
+    )
 
     queued = candidates(setup)
     assert sorted(c.sha256 for c in queued) == sorted(sha(pictures[f"{i}.jpg"]) for i in range(4))
@@ -99,8 +100,15 @@ def test_six_labelled_photos_are_exactly_what_the_next_dvc_repro_ingests(loop_pr
             answer = "dog" if item["p_dog"] >= 0.5 else "cat"
             if contested is None:  # two people answer the same photo at the same moment
                 contested, replies = item["sha256"], []
-                threads = [threading.Thread(target=lambda a: replies.append(httpx.post(
-                    f"{url}/label/{contested}", json={"label": a}, timeout=60)), args=(a,)) for a in ("cat", "dog")]
+                threads = [
+                    threading.Thread(
+                        target=lambda a, replies=replies, sha=contested: replies.append(
+                            httpx.post(f"{url}/label/{sha}", json={"label": a}, timeout=60)
+                        ),
+                        args=(a,),
+                    )
+                    for a in ("cat", "dog")
+                ]
                 for thread in threads:
                     thread.start()
                 for thread in threads:
@@ -109,7 +117,9 @@ def test_six_labelled_photos_are_exactly_what_the_next_dvc_repro_ingests(loop_pr
                 assert "already labelled" in next(r for r in replies if r.status_code == 409).json()["detail"]
                 answer = next(r for r in replies if r.status_code == 200).json()["label"]
             else:
-                assert httpx.post(f"{url}/label/{item['sha256']}", json={"label": answer}, timeout=60).status_code == 200
+                assert (
+                    httpx.post(f"{url}/label/{item['sha256']}", json={"label": answer}, timeout=60).status_code == 200
+                )
             labelled.append((item["sha256"], answer))
         again = httpx.post(f"{url}/label/{labelled[1][0]}", json={"label": "cat"}, timeout=60)
         assert again.status_code == 409 and "already labelled" in again.json()["detail"]
@@ -131,8 +141,9 @@ def test_six_labelled_photos_are_exactly_what_the_next_dvc_repro_ingests(loop_pr
     assert set(pd.read_csv(exported)["who"]) == {"local"}
 
 
-@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                    reason="needs Debian's chromium and chromium-driver: run `make browser` (as root)")
+@pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver: run `make browser` (as root)"
+)
 def test_labelling_in_a_real_browser_with_the_d_key(loop_project, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -144,9 +155,17 @@ def test_labelling_in_a_real_browser_with_the_d_key(loop_project, tmp_path):
     uploads = [photo("dog", 500 + i) for i in range(3)]
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-                 "--window-size=820,900"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=820,900",
+    ):
         options.add_argument(flag)
     with server(project, extra_env={"CATDOG_SERVE_TOKEN": "ann=s3cret"}) as url:
         auth = {"Authorization": "Bearer s3cret"}

@@ -32,11 +32,14 @@ def test_levers_are_off_by_default():
     assert model.loss == "binary_crossentropy" and not model.optimizer.use_ema
 
 
-@pytest.mark.parametrize("train, fix", [
-    ({"lr_schedule": "linear", "reduce_lr_patience": 2}, "reduce_lr_patience"),
-    ({"ema_momentum": 0.99, "early_stopping_patience": 2}, "early_stopping_patience"),
-    ({"random_resized_crop": 0.35}, "train.augment"),
-])
+@pytest.mark.parametrize(
+    "train, fix",
+    [
+        ({"lr_schedule": "linear", "reduce_lr_patience": 2}, "reduce_lr_patience"),
+        ({"ema_momentum": 0.99, "early_stopping_patience": 2}, "early_stopping_patience"),
+        ({"random_resized_crop": 0.35}, "train.augment"),
+    ],
+)
 def test_levers_that_would_undo_each_other_are_refused(train, fix):
     with pytest.raises(ParamsError, match=fix):
         parse_params({"train": train})
@@ -96,8 +99,17 @@ def test_training_with_every_lever(preprocessed, tmp_path):
     import pandas as pd
 
     from catdog.stages import train
-    params = TrainParams(epochs=3, batch_size=4, learning_rate=0.01, lr_schedule="linear", label_smoothing=0.1,
-                         ema_momentum=0.5, augment=True, random_resized_crop=0.5)
+
+    params = TrainParams(
+        epochs=3,
+        batch_size=4,
+        learning_rate=0.01,
+        lr_schedule="linear",
+        label_smoothing=0.1,
+        ema_momentum=0.5,
+        augment=True,
+        random_resized_crop=0.5,
+    )
     train.run(params, preprocessed, tmp_path / "model", tmp_path / "checkpoints", tmp_path / "metrics")
     history = pd.read_csv(tmp_path / "metrics/train_history.csv")
     rates = history["learning_rate"].tolist()  # the rate after each epoch's last step
@@ -118,8 +130,13 @@ def test_evaluate_and_predict_use_flip_tta_as_the_model_was_evaluated(preprocess
     build_model(32).save(tmp_path / "model.keras")
     scores = {}
     for flip in (False, True):
-        evaluate.run(EvaluateParams(flip_tta=flip), tmp_path / "model.keras", preprocessed, tmp_path / str(flip),
-                     tmp_path / f"plots-{flip}")
+        evaluate.run(
+            EvaluateParams(flip_tta=flip),
+            tmp_path / "model.keras",
+            preprocessed,
+            tmp_path / str(flip),
+            tmp_path / f"plots-{flip}",
+        )
         scores[flip] = pd_read(tmp_path / str(flip) / "confusion.csv")["p_dog"].to_numpy()
     test = ShardReader(preprocessed / "test")
     model = load_model(tmp_path / "model.keras")
@@ -146,20 +163,29 @@ def test_predict_follows_the_models_own_flip_tta_setting(tmp_path):
     for seed, flip in ((0, False), (1, True)):
         keras.utils.set_random_seed(seed)
         build_model(32).save(tmp_path / f"model-{seed}.keras")
-        card = {"params": {**Params().to_dict(), "evaluate": EvaluateParams(flip_tta=flip).__dict__},
-                "metrics": {"accuracy": 0.9}, "training": {}, "data_fingerprint": "test", "code_revision": "test"}
-        registry.register(tmp_path / f"model-{seed}.keras", card, Verdict(True, "test"),
-                          compared_with=registry.state()["production"])
+        card = {
+            "params": {**Params().to_dict(), "evaluate": EvaluateParams(flip_tta=flip).__dict__},
+            "metrics": {"accuracy": 0.9},
+            "training": {},
+            "data_fingerprint": "test",
+            "code_revision": "test",
+        }
+        registry.register(
+            tmp_path / f"model-{seed}.keras", card, Verdict(True, "test"), compared_with=registry.state()["production"]
+        )
     assert not load_for_prediction(registry, "v0001").flip_tta and load_for_prediction(registry, "v0002").flip_tta
 
     photo = tmp_path / "dog.jpg"
     photo.write_bytes(image_bytes("dog", (40, 40), "JPEG"))
     model = load_model(tmp_path / "model-1.keras")
-    answers = {flip: predict_files(model, [photo], 32, flip=flip, max_pixels=MAX_PIXELS)[0].p_dog for flip in (False, True)}
+    answers = {
+        flip: predict_files(model, [photo], 32, flip=flip, max_pixels=MAX_PIXELS)[0].p_dog for flip in (False, True)
+    }
     assert answers[True] != answers[False]
     for flag, flip in (("--flip-tta", True), ("--no-flip-tta", False)):
-        out = run(["catdog", "predict", "--json", "--model", str(tmp_path / "model-1.keras"), flag, str(photo)],
-                  tmp_path).stdout
+        out = run(
+            ["catdog", "predict", "--json", "--model", str(tmp_path / "model-1.keras"), flag, str(photo)], tmp_path
+        ).stdout
         assert json.loads(out)[0]["p_dog"] == pytest.approx(answers[flip], abs=1e-5)
 
 
@@ -167,8 +193,24 @@ def test_predict_follows_the_models_own_flip_tta_setting(tmp_path):
 def test_the_lever_harness_runs_each_configuration_and_tabulates(tmp_path):
     """bench/levers.py --smoke: the real harness (dvc repro per configuration) on the tiny budget."""
     out = tmp_path / "levers.json"
-    printed = run(["python", "bench/levers.py", "--smoke", "--seeds", "3", "--levers", "label_smoothing", "flip_tta",
-                   "baseline", "--out", str(out), "--work", str(tmp_path)], REPO).stdout
+    printed = run(
+        [
+            "python",
+            "bench/levers.py",
+            "--smoke",
+            "--seeds",
+            "3",
+            "--levers",
+            "label_smoothing",
+            "flip_tta",
+            "baseline",
+            "--out",
+            str(out),
+            "--work",
+            str(tmp_path),
+        ],
+        REPO,
+    ).stdout
     result = json.loads(out.read_text())
     # scoring-only levers right after the baseline, whose training DVC can skip only then
     assert [r["lever"] for r in result["runs"]] == ["baseline", "flip_tta", "label_smoothing"]

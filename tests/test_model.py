@@ -12,11 +12,17 @@ def test_default_model_is_exactly_the_spec():
     assert model.input_shape == (None, 256, 256, 1)
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.Rescaling)]
     expected = [
-        ("Conv2D", (None, 256, 256, 64)), ("MaxPooling2D", (None, 128, 128, 64)),
-        ("Conv2D", (None, 128, 128, 128)), ("MaxPooling2D", (None, 64, 64, 128)),
-        ("Conv2D", (None, 64, 64, 256)), ("MaxPooling2D", (None, 32, 32, 256)),
+        ("Conv2D", (None, 256, 256, 64)),
+        ("MaxPooling2D", (None, 128, 128, 64)),
+        ("Conv2D", (None, 128, 128, 128)),
+        ("MaxPooling2D", (None, 64, 64, 128)),
+        ("Conv2D", (None, 64, 64, 256)),
+        ("MaxPooling2D", (None, 32, 32, 256)),
         ("Flatten", (None, 262_144)),
-        ("Dense", (None, 128)), ("Dropout", (None, 128)), ("Dense", (None, 64)), ("Dense", (None, 1)),
+        ("Dense", (None, 128)),
+        ("Dropout", (None, 128)),
+        ("Dense", (None, 64)),
+        ("Dense", (None, 1)),
     ]
     assert [(type(layer).__name__, layer.output.shape) for layer in layers] == expected
     for conv in layers[0:6:2]:
@@ -53,6 +59,6 @@ def test_predict_p_dog_batch_by_batch_equals_model_predict():
     model = build_model(image_size=32)
     images = np.random.default_rng(0).integers(0, 256, (13, 32, 32, 1), dtype=np.uint8)
     expected = model.predict(images, verbose=0).reshape(-1)
-    got = predict_p_dog(model, (images[i:i + 4] for i in range(0, 13, 4)))  # the last batch is partial
+    got = predict_p_dog(model, (images[i : i + 4] for i in range(0, 13, 4)))  # the last batch is partial
     np.testing.assert_allclose(got, expected, atol=1e-6)
     assert predict_p_dog(model, []).shape == (0,)

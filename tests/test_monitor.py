@@ -24,28 +24,61 @@ def _register(project, p_dog_logit: float, profile: pd.DataFrame, test_p_dog: np
     path = project / f"m{p_dog_logit}.keras"
     constant_model(p_dog_logit).save(path)
     registry = Registry(project / "data" / "registry")
-    card = {"params": load_params(project / "params.yaml").to_dict(), "metrics": {"accuracy": 0.9}, "training": {},
-            "data_fingerprint": "test", "code_revision": "test"}
+    card = {
+        "params": load_params(project / "params.yaml").to_dict(),
+        "metrics": {"accuracy": 0.9},
+        "training": {},
+        "data_fingerprint": "test",
+        "code_revision": "test",
+    }
     first = registry.state()["production"] is None
     tests = pd.DataFrame({"path": [f"t{i}.jpg" for i in range(len(test_p_dog))], "actual": "cat", "p_dog": test_p_dog})
-    return registry.register(path, card, Verdict(first, "test"), compared_with=registry.state()["production"],
-                             data_profile=profile, test_predictions=tests).version
+    return registry.register(
+        path,
+        card,
+        Verdict(first, "test"),
+        compared_with=registry.state()["production"],
+        data_profile=profile,
+        test_predictions=tests,
+    ).version
 
 
 def records(version: str, start: dt.datetime, p_dog: np.ndarray, brightness: np.ndarray, prefix: str) -> list[dict]:
-    return [{"time": (start + dt.timedelta(minutes=i)).isoformat(timespec="milliseconds"), "request": f"r{i}",
-             "file": f"{prefix}{i}.jpg", "sha256": f"{prefix}{i:060d}", "model_version": version,
-             "p_dog": float(p), "label": "dog" if p >= 0.5 else "cat", "latency_ms": 50.0, "format": "JPEG",
-             "width": 500, "height": 375, "aspect": 1.3333, "brightness": float(b), "contrast": 60.0, "error": None}
-            for i, (p, b) in enumerate(zip(p_dog, brightness))]
+    return [
+        {
+            "time": (start + dt.timedelta(minutes=i)).isoformat(timespec="milliseconds"),
+            "request": f"r{i}",
+            "file": f"{prefix}{i}.jpg",
+            "sha256": f"{prefix}{i:060d}",
+            "model_version": version,
+            "p_dog": float(p),
+            "label": "dog" if p >= 0.5 else "cat",
+            "latency_ms": 50.0,
+            "format": "JPEG",
+            "width": 500,
+            "height": 375,
+            "aspect": 1.3333,
+            "brightness": float(b),
+            "contrast": 60.0,
+            "error": None,
+        }
+        for i, (p, b) in enumerate(zip(p_dog, brightness))
+    ]
 
 
 def test_monitor_reports_served_counts_confidence_drift_shift_and_online_accuracy(tmp_path):
     rng = np.random.default_rng(0)
     project = serve_project(tmp_path)
-    profile = pd.DataFrame({"sha256": [f"train{i}" for i in range(400)], "label": ["cat", "dog"] * 200,
-                            "width": rng.integers(400, 600, 400), "height": rng.integers(300, 450, 400),
-                            "brightness": rng.normal(110, 15, 400), "contrast": rng.normal(60, 5, 400)})
+    profile = pd.DataFrame(
+        {
+            "sha256": [f"train{i}" for i in range(400)],
+            "label": ["cat", "dog"] * 200,
+            "width": rng.integers(400, 600, 400),
+            "height": rng.integers(300, 450, 400),
+            "brightness": rng.normal(110, 15, 400),
+            "contrast": rng.normal(60, 5, 400),
+        }
+    )
     profile["width"], profile["height"] = 500, 375  # served photos have the same size; only brightness moves
     test_p_dog = np.concatenate([rng.uniform(0.0, 0.3, 100), rng.uniform(0.7, 1.0, 100)])  # a sure model
     production = _register(project, 0.0, profile, test_p_dog)
@@ -64,12 +97,24 @@ def test_monitor_reports_served_counts_confidence_drift_shift_and_online_accurac
     for sha in list(truth)[30:]:
         truth[sha] = "cat" if truth[sha] == "dog" else "dog"
     for sha, label in truth.items():
-        (labels / f"{sha}.json").write_text(json.dumps({"sha256": sha, "label": label, "who": "ann",
-                                                        "time": day.isoformat(), "model_version": production,
-                                                        "p_dog": 0.5, "guess": "dog", "photo": None}))
+        (labels / f"{sha}.json").write_text(
+            json.dumps(
+                {
+                    "sha256": sha,
+                    "label": label,
+                    "who": "ann",
+                    "time": day.isoformat(),
+                    "model_version": production,
+                    "p_dog": 0.5,
+                    "guess": "dog",
+                    "photo": None,
+                }
+            )
+        )
 
-    report = json.loads(run(["catdog", "--project", str(project), "monitor", "--since", "24h", "--json"],
-                            project).stdout)
+    report = json.loads(
+        run(["catdog", "--project", str(project), "monitor", "--since", "24h", "--json"], project).stdout
+    )
     facts = report["versions"][production]
     assert (report["served"], report["rejected"]) == (100, 1)
     assert (facts["served"], facts["uncertain"], facts["uncertain_share"]) == (100, 25, 0.25)
@@ -89,8 +134,7 @@ def test_monitor_reports_served_counts_confidence_drift_shift_and_online_accurac
     plot = project / "data" / "serving" / "monitor.png"
     assert plot.stat().st_size > 10_000 and plot.read_bytes()[:4] == b"\x89PNG"
 
-    week = json.loads(run(["catdog", "--project", str(project), "monitor", "--since", "14d", "--json"],
-                          project).stdout)
+    week = json.loads(run(["catdog", "--project", str(project), "monitor", "--since", "14d", "--json"], project).stdout)
     assert week["served"] == 105
 
 

@@ -23,16 +23,35 @@ def test_repro_produces_every_output_then_skips_then_reruns_only_downstream(tmp_
     assert (data / "validated/accepted.csv").exists() and (data / "validated/rejected.csv").exists()
     assert (data / "validated/data_docs/index.html").exists()
     meta = json.loads((data / "preprocessed/meta.json").read_text())
-    assert meta["image_size"] == 32 and sum(meta["counts"].values()) == json.loads(
-        (data / "metrics/validate.json").read_text())["accepted"]
+    assert (
+        meta["image_size"] == 32
+        and sum(meta["counts"].values()) == json.loads((data / "metrics/validate.json").read_text())["accepted"]
+    )
     assert (data / "model/model.keras").exists()
     history = pd.read_csv(data / "metrics/train_history.csv")
-    assert history.columns.tolist() == ["epoch", "image_size", "loss", "accuracy", "val_loss", "val_accuracy",
-                                         "learning_rate"]
+    assert history.columns.tolist() == [
+        "epoch",
+        "image_size",
+        "loss",
+        "accuracy",
+        "val_loss",
+        "val_accuracy",
+        "learning_rate",
+    ]
     assert len(history) == 1
     metrics = json.loads((data / "metrics/evaluate.json").read_text())
-    for key in ["accuracy", "precision", "recall", "f1", "roc_auc", "loss", "confusion", "ece",
-                "accuracy_cat", "accuracy_dog"]:
+    for key in [
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "roc_auc",
+        "loss",
+        "confusion",
+        "ece",
+        "accuracy_cat",
+        "accuracy_dog",
+    ]:
         assert key in metrics
     confusion = pd.read_csv(data / "metrics/confusion.csv")
     assert set(confusion.columns) >= {"actual", "predicted"} and len(confusion) == metrics["test_images"]
@@ -61,8 +80,12 @@ def test_repro_produces_every_output_then_skips_then_reruns_only_downstream(tmp_
     fourth = run(["dvc", "repro"], project)
     assert stages_run(fourth.stdout) == [stage for stage in ALL_STAGES if stage != "testset"]  # no test set here
 
-    predicted = json.loads(run(["catdog", "predict", "--json", str(tmp_path / "photos/cat/0.jpg"),
-                                str(tmp_path / "photos/dog/0.jpg")], project).stdout)
+    predicted = json.loads(
+        run(
+            ["catdog", "predict", "--json", str(tmp_path / "photos/cat/0.jpg"), str(tmp_path / "photos/dog/0.jpg")],
+            project,
+        ).stdout
+    )
     assert [p["label"] in ("cat", "dog") for p in predicted] == [True, True]
 
 

@@ -63,8 +63,19 @@ def test_predict_precision_flag(tmp_path):
     (tmp_path / "dog.jpg").write_bytes(image_bytes("dog", (40, 40), "JPEG"))
     answers = {}
     for precision in ("trained", "float32"):
-        out = run(["catdog", "predict", "--json", "--model", str(tmp_path / "bf16.keras"), "--precision", precision,
-                   str(tmp_path / "dog.jpg")], tmp_path).stdout
+        out = run(
+            [
+                "catdog",
+                "predict",
+                "--json",
+                "--model",
+                str(tmp_path / "bf16.keras"),
+                "--precision",
+                precision,
+                str(tmp_path / "dog.jpg"),
+            ],
+            tmp_path,
+        ).stdout
         import json
 
         answers[precision] = json.loads(out)[0]["p_dog"]

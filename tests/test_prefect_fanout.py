@@ -56,8 +56,9 @@ def test_fan_out_writes_what_the_dvc_stage_writes_on_threads_and_dask(validated_
     dask = fan_out_preprocess(str(project), "dask")  # a temporary local cluster, no dashboard
     assert dask["ran"] and _dvc_current(project)
     reshaped = _files(output)
-    assert {k: v for k, v in reshaped.items() if k.endswith("meta.json")} == \
-        {k: v for k, v in fanned_out.items() if k.endswith("meta.json")}
+    assert {k: v for k, v in reshaped.items() if k.endswith("meta.json")} == {
+        k: v for k, v in fanned_out.items() if k.endswith("meta.json")
+    }
     run(["dvc", "repro", "--force", "--single-item", "preprocess"], project)
     assert _files(output) == reshaped
 

@@ -51,8 +51,13 @@ def test_flow_runs_every_stage_then_skips_them_and_publishes_artifacts(tmp_path)
     assert [s["ran"] for s in second["stages"]] == [True] + [False] * 7
 
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
-            any_=["catdog-run-summary", "catdog-test-metrics", "catdog-data-docs", "catdog-plots"])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(
+                    any_=["catdog-run-summary", "catdog-test-metrics", "catdog-data-docs", "catdog-plots"]
+                )
+            )
+        )
     by_key = {a.key: a for a in artifacts}
     assert set(by_key) == {"catdog-run-summary", "catdog-test-metrics", "catdog-data-docs", "catdog-plots"}
     accuracy = json.loads((project / "data/metrics/evaluate.json").read_text())["accuracy"]
@@ -76,7 +81,9 @@ def test_transient_failure_is_retried(tmp_path):
     project = make_project(tmp_path / "project")
     dvc_yaml = (project / "dvc.yaml").read_text()
     # The first attempt of ingest is killed as an OOM killer would; the retry must succeed.
-    killed_once = "sh -c 'if [ ! -e .killed-once ]; then touch .killed-once; kill -9 $$; fi; python -m catdog.stages.ingest'"
+    killed_once = (
+        "sh -c 'if [ ! -e .killed-once ]; then touch .killed-once; kill -9 $$; fi; python -m catdog.stages.ingest'"
+    )
     (project / "dvc.yaml").write_text(dvc_yaml.replace("cmd: python -m catdog.stages.ingest", f"cmd: {killed_once}", 1))
     set_params(project, {"validate": {"min_images": 10_000}})  # then a user error ends the run (no training)
     state = train(project_dir=str(project), return_state=True)

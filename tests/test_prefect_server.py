@@ -41,8 +41,12 @@ with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(sys.argv[1])
         result["run"] = {"state": flow_run.state.type.value, "message": flow_run.state.message}
         from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
-        summaries = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=["catdog-run-summary"]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])))
+        summaries = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["catdog-run-summary"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id]),
+            )
+        )
         result["summary"] = summaries[0].data if summaries else None
 print(json.dumps(result))
 """
@@ -57,14 +61,22 @@ def _free_port() -> int:
 @pytest.fixture
 def server(tmp_path):
     port = _free_port()
-    server_env = {**env(), "PREFECT_HOME": str(tmp_path / "prefect-home"),
-                  "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-                  "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                  "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
-                  "PREFECT_SERVER_UI_ENABLED": "false"}
+    server_env = {
+        **env(),
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+        "PREFECT_SERVER_UI_ENABLED": "false",
+    }
     log = open(tmp_path / "server.log", "w")
-    process = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                               env=server_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=server_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -73,7 +85,9 @@ def server(tmp_path):
                     break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("prefect server did not start:\n" + (tmp_path / "server.log").read_text()[-3000:])
+                    raise AssertionError(
+                        "prefect server did not start:\n" + (tmp_path / "server.log").read_text()[-3000:]
+                    ) from None
                 time.sleep(1)
         yield server_env
     finally:
@@ -87,7 +101,9 @@ def server(tmp_path):
 
 def _run(args, cwd, server_env, timeout=600):
     result = subprocess.run(args, cwd=cwd, env=server_env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{args} exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, (
+        f"{args} exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
     return result.stdout
 
 

@@ -46,7 +46,9 @@ def test_the_gate_decides_on_the_same_images():
     truly_worse = compare(*_outcomes(120, 2, 20, 46), "v0001")  # 122 vs 140 of 188
     verdict = decide(truly_worse.candidate_accuracy, params, "v0001", truly_worse)
     assert not verdict.production and "significantly worse than production" in verdict.reason
-    assert "McNemar p = 0.000121" in verdict.reason  # 2 * (1 + 22 + 231) / 2**22 and "on the same 188 images" in verdict.reason
+    assert (
+        "McNemar p = 0.000121" in verdict.reason
+    )  # 2 * (1 + 22 + 231) / 2**22 and "on the same 188 images" in verdict.reason
 
     within_noise = compare(*_outcomes(130, 8, 11, 39), "v0001")  # 3 images worse: noise
     verdict = decide(within_noise.candidate_accuracy, params, "v0001", within_noise)

@@ -18,8 +18,10 @@ def test_mirrored_strategy_trains_the_same_model_as_well(tmp_path):
     results = {}
     for strategy in ("default", "mirrored"):
         project = make_project(tmp_path / strategy)
-        set_params(project, {"ingest": {"source": str(photos), "max_per_class": None},
-                             "train": {"epochs": 14, "distribute": strategy}})
+        set_params(
+            project,
+            {"ingest": {"source": str(photos), "max_per_class": None}, "train": {"epochs": 14, "distribute": strategy}},
+        )
         output = run(["dvc", "repro"], project).stdout
         assert f"{2 if strategy == 'mirrored' else 1} replica(s)" in output
         parameters = json.loads((project / "data/model/train.json").read_text())["parameters"]

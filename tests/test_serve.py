@@ -48,8 +48,13 @@ def register(project: Path, model, accuracy: float = 0.9, metrics: dict | None =
 
     path = project / f"model-{time.monotonic_ns()}.keras"
     model.save(path)
-    card = {"params": load_params(project / "params.yaml").to_dict(), "metrics": {"accuracy": accuracy, **(metrics or {})},
-            "training": {}, "data_fingerprint": "test", "code_revision": "test"}
+    card = {
+        "params": load_params(project / "params.yaml").to_dict(),
+        "metrics": {"accuracy": accuracy, **(metrics or {})},
+        "training": {},
+        "data_fingerprint": "test",
+        "code_revision": "test",
+    }
     registry = Registry(project / "data" / "registry")
     first = registry.state()["production"] is None  # the first becomes production, later ones are candidates
     return registry.register(path, card, Verdict(first, "test"), compared_with=registry.state()["production"]).version
@@ -77,8 +82,12 @@ def server_process(project: Path, *args: str, extra_env: dict | None = None):
     port = free_port()
     log = project / f"serve-{port}.log"
     with open(log, "w") as out:
-        process = subprocess.Popen([str(BIN / "catdog"), "--project", str(project), "serve", "--port", str(port),
-                                    *args], env={**env(), **(extra_env or {})}, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [str(BIN / "catdog"), "--project", str(project), "serve", "--port", str(port), *args],
+            env={**env(), **(extra_env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -108,8 +117,7 @@ def random_model_server(tmp_path_factory):
     """One server for the read-only tests: production is a randomly initialised 32-px spec model."""
     from catdog.model.network import build_model
 
-    project = serve_project(tmp_path_factory.mktemp("serve"), max_upload_bytes=100_000, max_files=4,
-                            max_wait_ms=50.0)
+    project = serve_project(tmp_path_factory.mktemp("serve"), max_upload_bytes=100_000, max_files=4, max_wait_ms=50.0)
     version = register(project, build_model(image_size=32))
     with server(project) as url:
         yield url, project, version
@@ -180,8 +188,10 @@ def test_bad_uploads_get_their_reason_and_disturb_nothing(random_model_server):
 def test_concurrent_requests_share_batches_and_each_gets_its_own_answer(random_model_server):
     url, project, _ = random_model_server
     pictures = [(f"img-{i}.jpg", photo("cat" if i % 2 else "dog", 100 + i)) for i in range(16)]
-    alone = {name: httpx.post(f"{url}/predict", files=files((name, data)), timeout=60).json()["results"][0]["p_dog"]
-             for name, data in pictures}
+    alone = {
+        name: httpx.post(f"{url}/predict", files=files((name, data)), timeout=60).json()["results"][0]["p_dog"]
+        for name, data in pictures
+    }
     assert len(set(alone.values())) > 8, "the images must get different scores for this test to mean anything"
 
     before = _batch_stats(httpx.get(f"{url}/metrics").text)
@@ -190,6 +200,7 @@ def test_concurrent_requests_share_batches_and_each_gets_its_own_answer(random_m
     def client(name, data):
         start.wait()
         together[name] = httpx.post(f"{url}/predict", files=files((name, data)), timeout=60).json()
+
     threads = [threading.Thread(target=client, args=item) for item in pictures]
     for thread in threads:
         thread.start()
@@ -255,7 +266,10 @@ def test_hot_reload_under_load_never_fails_or_mixes_a_request(tmp_path):
             thread.start()
         try:
             time.sleep(1)
-            run(["catdog", "--project", str(project), "models", "promote", second, "--force", "hot reload test"], project)
+            run(
+                ["catdog", "--project", str(project), "models", "promote", second, "--force", "hot reload test"],
+                project,
+            )
             wait_for(second)
             run(["catdog", "--project", str(project), "models", "rollback"], project)
             wait_for(first)
@@ -273,15 +287,21 @@ def test_hot_reload_under_load_never_fails_or_mixes_a_request(tmp_path):
     seen = [a["model_version"] for a in answers]
     assert seen[0] == first and second in seen and seen[-1] == first
     assert re.search(r"catdog_model_loads_total 3\.0", metrics), "start, promotion, rollback"
-    print(f"hot reload: {len(answers)} requests, none failed, versions in order: "
-          f"{[v for i, v in enumerate(seen) if i == 0 or seen[i - 1] != v]}")
+    print(
+        f"hot reload: {len(answers)} requests, none failed, versions in order: "
+        f"{[v for i, v in enumerate(seen) if i == 0 or seen[i - 1] != v]}"
+    )
 
 
 def test_without_a_production_model_healthz_says_why_and_the_server_picks_one_up(tmp_path):
     project = serve_project(tmp_path, reload_seconds=0.2)
     port = free_port()
-    process = subprocess.Popen([str(BIN / "catdog"), "--project", str(project), "serve", "--port", str(port)],
-                               env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [str(BIN / "catdog"), "--project", str(project), "serve", "--port", str(port)],
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -309,8 +329,9 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 SCREENSHOTS = REPO / "test-output"
 
 
-@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                    reason="needs Debian's chromium and chromium-driver: run `make browser` (as root)")
+@pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver: run `make browser` (as root)"
+)
 def test_the_page_in_a_real_browser_answers_a_dropped_photo(random_model_server, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -323,9 +344,18 @@ def test_the_page_in_a_real_browser_answers_a_dropped_photo(random_model_server,
     picture.write_bytes(photo("dog", 7))
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=900,700"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--window-size=900,700",
+    ):
         options.add_argument(flag)
     browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:

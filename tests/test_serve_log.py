@@ -88,8 +88,9 @@ def test_a_flood_of_maximal_uploads_is_refused_with_retry_after_while_memory_sta
 
     big = noise_jpeg(1100)  # ~1.3 MB, a valid photo
     limit = len(big) + 1000
-    project = serve_project(tmp_path, max_upload_bytes=limit, max_files=4, max_inflight_bytes=2 * 4 * limit + 2**17,
-                            max_queued_images=64)
+    project = serve_project(
+        tmp_path, max_upload_bytes=limit, max_files=4, max_inflight_bytes=2 * 4 * limit + 2**17, max_queued_images=64
+    )
     register(project, build_model(image_size=32))
     statuses, small, errors, retry_after, lock = [], [], [], [], threading.Lock()
     with server_process(project) as (url, process):
@@ -127,8 +128,10 @@ def test_a_flood_of_maximal_uploads_is_refused_with_retry_after_while_memory_sta
         flooding.clear()
         watcher.join()
         metrics = httpx.get(f"{url}/metrics").text
-    print(f"flood: {len(statuses)} answers {sorted(set(statuses))}, {statuses.count(503)} x 503, server RSS idle "
-          f"{idle:.0f} MB, peak {peak:.0f} MB; small requests {[s for s, _ in small].count(200)} ok of {len(small)}")
+    print(
+        f"flood: {len(statuses)} answers {sorted(set(statuses))}, {statuses.count(503)} x 503, server RSS idle "
+        f"{idle:.0f} MB, peak {peak:.0f} MB; small requests {[s for s, _ in small].count(200)} ok of {len(small)}"
+    )
     assert not errors, errors[:3]
     assert len(statuses) == 48 and set(statuses) <= {200, 503} and 200 in statuses and 503 in statuses
     assert all(value and value.isdigit() and 1 <= int(value) <= 60 for value in retry_after)

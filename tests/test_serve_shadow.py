@@ -32,8 +32,10 @@ def test_a_shadow_candidate_scores_what_production_answers_and_changes_no_answer
         while httpx.get(f"{url}/models").json()["shadow"] != candidate:
             assert time.monotonic() < deadline
             time.sleep(0.2)
-        answers = [httpx.post(f"{url}/predict", files=files((f"{i}.jpg", data)), timeout=60).json()
-                   for i, data in enumerate(sent)]
+        answers = [
+            httpx.post(f"{url}/predict", files=files((f"{i}.jpg", data)), timeout=60).json()
+            for i, data in enumerate(sent)
+        ]
         deadline = time.monotonic() + 60
         while len(read_log(serving, shadow=True)) < len(sent):
             assert time.monotonic() < deadline, "the shadow did not score every served image"
@@ -49,14 +51,18 @@ def test_a_shadow_candidate_scores_what_production_answers_and_changes_no_answer
     labels = serving / "labels"
     labels.mkdir()
     for sha, truth in zip(served["sha256"][:4], ["dog", "dog", "dog", "cat"]):
-        (labels / f"{sha}.json").write_text(json.dumps({"sha256": sha, "label": truth, "who": "ann",
-                                                        "time": "2026-12-02T10:00:00+00:00"}))
+        (labels / f"{sha}.json").write_text(
+            json.dumps({"sha256": sha, "label": truth, "who": "ann", "time": "2026-12-02T10:00:00+00:00"})
+        )
     shown = run(["catdog", "--project", str(project), "models", "show", candidate], project).stdout
-    assert (f"shadow           live shadow traffic: {candidate} agreed with production {production} on 0.0% of "
-            f"10 served images; on the 4 labelled: {candidate} 0.7500") in shown
+    assert (
+        f"shadow           live shadow traffic: {candidate} agreed with production {production} on 0.0% of "
+        f"10 served images; on the 4 labelled: {candidate} 0.7500"
+    ) in shown
     assert f"vs production {production} 0.2500" in shown and "McNemar p = 0.625" in shown
-    as_json = json.loads(run(["catdog", "--project", str(project), "models", "show", candidate, "--json"],
-                             project).stdout)
+    as_json = json.loads(
+        run(["catdog", "--project", str(project), "models", "show", candidate, "--json"], project).stdout
+    )
     assert as_json["shadow"]["agreement"] == 0.0 and as_json["shadow"]["paired"]["images"] == 4
 
 

@@ -35,22 +35,28 @@ def test_tritonclient_gets_health_metadata_and_the_answers_of_catdog_predict(ran
     assert triton.get_server_metadata()["extensions"] == ["binary_tensor_data"]
     meta = triton.get_model_metadata("catdog")
     assert meta["versions"] == [version]
-    assert meta["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": [-1]},
-                              {"name": "pixels", "datatype": "UINT8", "shape": [-1, 32, 32, 1]}]
+    assert meta["inputs"] == [
+        {"name": "image", "datatype": "BYTES", "shape": [-1]},
+        {"name": "pixels", "datatype": "UINT8", "shape": [-1, 32, 32, 1]},
+    ]
     assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [("p_dog", "FP32"), ("label", "BYTES")]
     assert not triton.is_model_ready("resnet")
 
     pictures = [photo("cat" if i % 2 else "dog", 40 + i) for i in range(3)]
     for i, data in enumerate(pictures):
         (project / f"v2-{i}.jpg").write_bytes(data)
-    expected = json.loads(run(["catdog", "--project", str(project), "predict", "--json",
-                               *[f"v2-{i}.jpg" for i in range(3)]], project).stdout)
+    expected = json.loads(
+        run(
+            ["catdog", "--project", str(project), "predict", "--json", *[f"v2-{i}.jpg" for i in range(3)]], project
+        ).stdout
+    )
     want_p, want_labels = [e["p_dog"] for e in expected], [e["label"] for e in expected]
 
     image = httpclient.InferInput("image", [3], "BYTES")
     image.set_data_from_numpy(np.array(pictures, dtype=object), binary_data=True)
-    result = triton.infer("catdog", [image], outputs=[httpclient.InferRequestedOutput("p_dog"),
-                                                      httpclient.InferRequestedOutput("label")])
+    result = triton.infer(
+        "catdog", [image], outputs=[httpclient.InferRequestedOutput("p_dog"), httpclient.InferRequestedOutput("label")]
+    )
     np.testing.assert_allclose(result.as_numpy("p_dog"), want_p, atol=1e-5)
     assert [x.decode() for x in result.as_numpy("label")] == want_labels
     assert result.get_response()["model_version"] == version
@@ -65,8 +71,16 @@ def test_tritonclient_gets_health_metadata_and_the_answers_of_catdog_predict(ran
         answer = triton.infer("catdog", [tensor], outputs=wanted, model_version=version)
         np.testing.assert_allclose(answer.as_numpy("p_dog"), want_p, atol=1e-5)
 
-    as_json = httpx.post(f"{url}/v2/models/catdog/infer", timeout=60, json={"id": "42", "inputs": [
-        {"name": "image", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(pictures[0]).decode()]}]})
+    as_json = httpx.post(
+        f"{url}/v2/models/catdog/infer",
+        timeout=60,
+        json={
+            "id": "42",
+            "inputs": [
+                {"name": "image", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(pictures[0]).decode()]}
+            ],
+        },
+    )
     body = as_json.json()
     assert body["id"] == "42" and body["outputs"][0]["data"][0] == pytest.approx(want_p[0], abs=1e-5)
     assert body["outputs"][1] == {"name": "label", "datatype": "BYTES", "shape": [1], "data": [want_labels[0]]}
@@ -88,13 +102,19 @@ def test_protocol_errors_have_the_error_form_and_the_right_status(random_model_s
         "/v2/models/catdog/versions/v0099/infer": (404, "no model version 'v0099'"),
     }
     for path, (status, message) in cases.items():
-        answer = httpx.post(f"{url}{path}", json={"inputs": [{"name": "image", "shape": [0], "datatype": "BYTES",
-                                                              "data": []}]}, timeout=60)
+        answer = httpx.post(
+            f"{url}{path}",
+            json={"inputs": [{"name": "image", "shape": [0], "datatype": "BYTES", "data": []}]},
+            timeout=60,
+        )
         assert answer.status_code == status and message in answer.json()["error"], answer.text
     not_json = httpx.post(f"{url}/v2/models/catdog/infer", content=b"{nope", timeout=60)
     assert not_json.status_code == 400 and "not JSON" in not_json.json()["error"]
-    not_base64 = httpx.post(f"{url}/v2/models/catdog/infer", timeout=60, json={"inputs": [
-        {"name": "image", "shape": [1], "datatype": "BYTES", "data": ["%%%"]}]})
+    not_base64 = httpx.post(
+        f"{url}/v2/models/catdog/infer",
+        timeout=60,
+        json={"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["%%%"]}]},
+    )
     assert not_base64.status_code == 400 and "base64" in not_base64.json()["error"]
 
 

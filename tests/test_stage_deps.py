@@ -18,12 +18,15 @@ def test_a_stage_that_does_not_list_code_it_runs_is_caught():
     # validate and the image code, but not the shard code it writes its test set with.
     pipeline = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     deps = pipeline["stages"]["testset"]["deps"]
-    pipeline["stages"]["testset"]["deps"] = [d for d in deps if d not in ("catdog/data/shards.py",
-                                                                         "catdog/data/conversion.py")]
+    pipeline["stages"]["testset"]["deps"] = [
+        d for d in deps if d not in ("catdog/data/shards.py", "catdog/data/conversion.py")
+    ]
     found = problems(ROOT, pipeline)
-    assert found == ["stage testset: runs catdog/data/conversion.py but its deps do not list it (add it)",
-                     "stage testset: runs catdog/data/shards.py but its deps do not list it (add it)",
-                     "(`python -m catdog.devtools.stage_deps --write` writes them)"]
+    assert found == [
+        "stage testset: runs catdog/data/conversion.py but its deps do not list it (add it)",
+        "stage testset: runs catdog/data/shards.py but its deps do not list it (add it)",
+        "(`python -m catdog.devtools.stage_deps --write` writes them)",
+    ]
 
 
 def test_code_imported_inside_a_function_counts_and_no_stage_imports_another():

@@ -19,8 +19,9 @@ def test_a_curated_test_set_is_validated_kept_out_of_training_and_the_gate_judge
         (curated / label / "also-in-training.jpg").write_bytes((photos / label / "0.jpg").read_bytes())
     (curated / "cat" / "broken.jpg").write_bytes(b"not a photo")
     project = make_project(tmp_path / "project")
-    set_params(project, {"ingest": {"source": str(photos), "max_per_class": None},
-                         "evaluate": {"test_source": str(curated)}})
+    set_params(
+        project, {"ingest": {"source": str(photos), "max_per_class": None}, "evaluate": {"test_source": str(curated)}}
+    )
 
     out = run(["dvc", "repro"], project).stdout
     assert "testset: 18 images (9 cat, 9 dog) from" in out and "1 rejected" in out

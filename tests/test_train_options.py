@@ -130,8 +130,9 @@ def test_downscale_averages_blocks():
 def test_phases_put_the_warm_up_sizes_before_the_full_size():
     from catdog.stages.train import Phase, phases
 
-    params = TrainParams(epochs=2, learning_rate=1e-3, warmup_sizes=(16, 32), warmup_epochs=(3, 1),
-                         warmup_learning_rate=5e-4)
+    params = TrainParams(
+        epochs=2, learning_rate=1e-3, warmup_sizes=(16, 32), warmup_epochs=(3, 1), warmup_learning_rate=5e-4
+    )
     assert phases(params, 64) == [Phase(16, 0, 3, 5e-4), Phase(32, 3, 4, 5e-4), Phase(64, 4, 6, 1e-3)]
     assert phases(TrainParams(epochs=2), 256) == [Phase(256, 0, 2, 1e-3)]  # the spec run: one phase
 
@@ -147,7 +148,7 @@ def test_carried_weights_compute_the_same_on_an_upsampled_feature_map():
             for a, b in zip(old.get_weights(), new.get_weights()):
                 np.testing.assert_array_equal(a, b)
     features = np.random.default_rng(0).random((3, 4, 4, 256), np.float32)  # what Flatten sees at 32 px
-    upsampled = features.repeat(2, axis=1).repeat(2, axis=2)                  # ... and at 64 px
+    upsampled = features.repeat(2, axis=1).repeat(2, axis=2)  # ... and at 64 px
     before = small.get_layer("flatten_dense")(features.reshape(3, -1))
     after = large.get_layer("flatten_dense")(upsampled.reshape(3, -1))
     np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-5)

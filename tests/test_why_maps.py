@@ -55,8 +55,9 @@ def test_predict_explain_returns_a_why_map_per_answered_image(random_model_serve
     url, _, _ = random_model_server
     plain = httpx.post(f"{url}/predict", files=files(("a.jpg", photo("dog", 1))), timeout=60).json()
     assert "why" not in plain["results"][0], "no map unless asked: it costs a backward pass"
-    answer = httpx.post(f"{url}/predict?explain=1", files=files(("a.jpg", photo("dog", 1)), ("b.txt", b"nope")),
-                        timeout=120)
+    answer = httpx.post(
+        f"{url}/predict?explain=1", files=files(("a.jpg", photo("dog", 1)), ("b.txt", b"nope")), timeout=120
+    )
     good, bad = answer.json()["results"]
     assert answer.status_code == 422 and "why" not in bad
     assert good["p_dog"] == plain["results"][0]["p_dog"], "explaining does not change the answer"

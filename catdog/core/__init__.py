@@ -1,1 +1,2 @@
-"""What every room uses: typed params (config), where files live (paths), errors, atomic files, process pools, the stage entry point, dvc.lock's guard and plots."""
+"""What every room uses: typed params (config), where files live (paths), errors, atomic files,
+process pools, the stage entry point, dvc.lock's guard and plots."""

@@ -36,8 +36,12 @@ class IngestParams:
     max_archive_bytes: int = _knob(8 * 2**30, min=1, help="uncompressed size limit of an archive (zip bombs)")
     max_file_bytes: int = _knob(256 * 2**20, min=1, help="uncompressed size limit of one archive member")
     max_compression_ratio: float = _knob(200.0, min=1.0, help="uncompressed/compressed limit of one member")
-    min_changed_files: int = _knob(1, min=1, help="fewest added, removed or changed source files that make a run "
-                                                  "ingest and retrain; fewer wait for the next run")
+    min_changed_files: int = _knob(
+        1,
+        min=1,
+        help="fewest added, removed or changed source files that make a run "
+        "ingest and retrain; fewer wait for the next run",
+    )
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,9 @@ class ValidateParams:
     min_class_share: float = _knob(0.2, min=0.0, max=0.5, help="each class must be at least this share")
     min_images: int = _knob(10, min=2, help="fewest accepted images to go on with")
     workers: int = _knob(2, min=1, max=64, help="processes that decode images")
-    drift_max_kl: float = _knob(0.2, min=0.0, help="KL divergence from production's data above which a property drifted")
+    drift_max_kl: float = _knob(
+        0.2, min=0.0, help="KL divergence from production's data above which a property drifted"
+    )
     fail_on_drift: bool = _knob(False, help="fail validation on drift (by default drift is a warning)")
 
 
@@ -69,39 +75,64 @@ class TrainParams:
     learning_rate: float = _knob(0.001, min=1e-7, max=1.0)
     dropout: float = _knob(0.5, min=0.0, max=0.95)
     seed: int = _knob(42, min=0)
-    distribute: str = _knob("default", choices=("default", "mirrored", "multi_worker"),
-                            help="tf.distribute strategy: one device, all local GPUs (or 2 logical CPUs), TF_CONFIG")
+    distribute: str = _knob(
+        "default",
+        choices=("default", "mirrored", "multi_worker"),
+        help="tf.distribute strategy: one device, all local GPUs (or 2 logical CPUs), TF_CONFIG",
+    )
     # Options for real photos, all off by default so that the spec run stays the spec run.
     augment: bool = _knob(False, help="random flip, rotation, zoom, translation, contrast in the input pipeline")
-    early_stopping_patience: int | None = _knob(None, min=1, help="stop after this many epochs without a "
-                                                                  "better val_loss and restore the best epoch")
-    reduce_lr_patience: int | None = _knob(None, min=1, help="halve the learning rate after this many epochs "
-                                                             "without a better val_loss")
+    early_stopping_patience: int | None = _knob(
+        None, min=1, help="stop after this many epochs without a better val_loss and restore the best epoch"
+    )
+    reduce_lr_patience: int | None = _knob(
+        None, min=1, help="halve the learning rate after this many epochs without a better val_loss"
+    )
     class_weight: str = _knob("none", choices=("none", "balanced"), help="weight classes by inverse frequency")
-    flatten_dense_lr_scale: float = _knob(1.0, min=1e-4, max=1.0,
-                                          help="multiplies Adam's learning rate for the Dense(128) kernel "
-                                               "after Flatten (262,144 inputs); 1.0 = plain Adam")
+    flatten_dense_lr_scale: float = _knob(
+        1.0,
+        min=1e-4,
+        max=1.0,
+        help="multiplies Adam's learning rate for the Dense(128) kernel "
+        "after Flatten (262,144 inputs); 1.0 = plain Adam",
+    )
     max_minutes: float | None = _knob(None, min=0.0, help="stop at the last epoch that fits in this many minutes")
     center_inputs: bool = _knob(False, help="scale pixels to -1..1 inside the model instead of 0..1")
-    warmup_sizes: tuple[int, ...] = _knob((), min=8, help="progressive resizing: image sizes trained before the "
-                                                         "full size, smallest first, e.g. [64, 128]")
+    warmup_sizes: tuple[int, ...] = _knob(
+        (), min=8, help="progressive resizing: image sizes trained before the full size, smallest first, e.g. [64, 128]"
+    )
     warmup_epochs: tuple[int, ...] = _knob((), min=1, help="epochs at each of warmup_sizes, e.g. [25, 15]")
-    warmup_learning_rate: float | None = _knob(None, min=1e-7, max=1.0,
-                                               help="Adam's rate in the warm-up epochs (null = learning_rate)")
-    precision: str = _knob("auto", choices=("auto", "float32", "mixed_bfloat16"),
-                           help="auto: mixed_bfloat16 where the CPU (avx512_bf16, amx_bf16) or GPU has native "
-                                "bfloat16, float32 elsewhere")
+    warmup_learning_rate: float | None = _knob(
+        None, min=1e-7, max=1.0, help="Adam's rate in the warm-up epochs (null = learning_rate)"
+    )
+    precision: str = _knob(
+        "auto",
+        choices=("auto", "float32", "mixed_bfloat16"),
+        help="auto: mixed_bfloat16 where the CPU (avx512_bf16, amx_bf16) or GPU has native bfloat16, float32 elsewhere",
+    )
     # Levers for time to accuracy (issue 16), each off by default: see docs/photos-recipe.md.
-    lr_schedule: str = _knob("constant", choices=("constant", "linear", "cosine"),
-                             help="decay each phase's rate to zero at the end of training: at train.max_minutes "
-                                  "when set, else after the last planned epoch")
-    label_smoothing: float = _knob(0.0, min=0.0, max=0.5, help="binary cross-entropy against labels pulled this "
-                                                               "far towards 0.5")
-    ema_momentum: float | None = _knob(None, min=0.0, max=0.9999, help="keep an exponential moving average of the "
-                                                                       "weights (e.g. 0.99); the model saved is the average")
-    random_resized_crop: float | None = _knob(None, min=0.05, max=1.0,
-                                              help="with augment: random crops of at least this share of the "
-                                                   "area, aspect 3/4 to 4/3, resized back (instead of zoom and shift)")
+    lr_schedule: str = _knob(
+        "constant",
+        choices=("constant", "linear", "cosine"),
+        help="decay each phase's rate to zero at the end of training: at train.max_minutes "
+        "when set, else after the last planned epoch",
+    )
+    label_smoothing: float = _knob(
+        0.0, min=0.0, max=0.5, help="binary cross-entropy against labels pulled this far towards 0.5"
+    )
+    ema_momentum: float | None = _knob(
+        None,
+        min=0.0,
+        max=0.9999,
+        help="keep an exponential moving average of the weights (e.g. 0.99); the model saved is the average",
+    )
+    random_resized_crop: float | None = _knob(
+        None,
+        min=0.05,
+        max=1.0,
+        help="with augment: random crops of at least this share of the "
+        "area, aspect 3/4 to 4/3, resized back (instead of zoom and shift)",
+    )
 
 
 @dataclass(frozen=True)
@@ -109,17 +140,25 @@ class EvaluateParams:
     threshold: float = _knob(0.5, min=0.0, max=1.0, help="p(dog) at or above which we say dog")
     batch_size: int = _knob(64, min=1, max=4096)
     misclassified_shown: int = _knob(16, min=0, max=100)
-    test_source: str | None = _knob(None, help="a fixed, curated test set (folder or archive) never trained on; "
-                                                "the gate then judges on it")
-    flip_tta: bool = _knob(False, help="p(dog) of each image averaged with its mirror image's (test-time "
-                                       "augmentation); predict and serve follow the model's own setting")
+    test_source: str | None = _knob(
+        None, help="a fixed, curated test set (folder or archive) never trained on; the gate then judges on it"
+    )
+    flip_tta: bool = _knob(
+        False,
+        help="p(dog) of each image averaged with its mirror image's (test-time "
+        "augmentation); predict and serve follow the model's own setting",
+    )
 
 
 @dataclass(frozen=True)
 class RegisterParams:
     min_accuracy: float = _knob(0.6, min=0.0, max=1.0, help="test accuracy a model needs to become production")
-    max_p_value: float = _knob(0.05, min=0.0, max=1.0, help="a candidate worse than production on the same test "
-                                                           "images with McNemar's p below this stays a candidate")
+    max_p_value: float = _knob(
+        0.05,
+        min=0.0,
+        max=1.0,
+        help="a candidate worse than production on the same test images with McNemar's p below this stays a candidate",
+    )
 
 
 @dataclass(frozen=True)
@@ -132,33 +171,58 @@ class ServeParams:
     max_upload_bytes: int = _knob(20 * 2**20, min=1, help="largest accepted file (413 above)")
     max_files: int = _knob(16, min=1, max=1000, help="most files in one request")
     reload_seconds: float = _knob(2.0, min=0.1, help="how often the registry is checked for a new production model")
-    max_inflight_bytes: int = _knob(512 * 2**20, min=1, help="request bytes admitted at once; more get 503 and "
-                                                            "Retry-After at once, unread (memory bound)")
-    max_queued_images: int = _knob(256, min=1, help="images converted and waiting for the model; more get 503 "
-                                                    "and Retry-After")
-    log_predictions: bool = _knob(True, help="append one record per answered image to data/serving/ (the "
-                                             "prediction log that `catdog monitor` reads)")
-    keep_inputs: bool = _knob(False, help="also keep each uploaded image by content hash (data/serving/inputs/), "
-                                          "for the labelling queue")
-    shadow: str = _knob("none", choices=("none", "candidate"), help="candidate: the newest candidate the gate did not "
-                                                                  "promote also scores every served image, in the "
-                                                                  "background when the model is idle; its answers go "
-                                                                  "to the prediction log")
-    shadow_share: float = _knob(0.15, min=0.0, max=1.0, help="shadow images scored per served image while "
-                                                             "requests keep the model busy (the rest wait for idle "
-                                                             "time); throughput drops by about as much")
-    shadow_backlog: int = _knob(1024, min=1, help="images waiting for the shadow model; beyond it the oldest are "
-                                                  "dropped (counted), so the shadow never delays an answer")
+    max_inflight_bytes: int = _knob(
+        512 * 2**20,
+        min=1,
+        help="request bytes admitted at once; more get 503 and Retry-After at once, unread (memory bound)",
+    )
+    max_queued_images: int = _knob(
+        256, min=1, help="images converted and waiting for the model; more get 503 and Retry-After"
+    )
+    log_predictions: bool = _knob(
+        True,
+        help="append one record per answered image to data/serving/ (the prediction log that `catdog monitor` reads)",
+    )
+    keep_inputs: bool = _knob(
+        False, help="also keep each uploaded image by content hash (data/serving/inputs/), for the labelling queue"
+    )
+    shadow: str = _knob(
+        "none",
+        choices=("none", "candidate"),
+        help="candidate: the newest candidate the gate did not "
+        "promote also scores every served image, in the "
+        "background when the model is idle; its answers go "
+        "to the prediction log",
+    )
+    shadow_share: float = _knob(
+        0.15,
+        min=0.0,
+        max=1.0,
+        help="shadow images scored per served image while "
+        "requests keep the model busy (the rest wait for idle "
+        "time); throughput drops by about as much",
+    )
+    shadow_backlog: int = _knob(
+        1024,
+        min=1,
+        help="images waiting for the shadow model; beyond it the oldest are "
+        "dropped (counted), so the shadow never delays an answer",
+    )
 
 
 @dataclass(frozen=True)
 class MonitorParams:
-    uncertain_band: float = _knob(0.1, min=0.0, max=0.5, help="answers with |p_dog - 0.5| below this are "
-                                                              "low-confidence")
-    inbox: str | None = _knob(None, help="a folder of unlabelled photos for the labelling queue (relative to "
-                                          "params.yaml)")
-    labelled: str = _knob("data/labelled", help="where labels go when ingest.source is an archive or the embedded "
-                                                "set: the source stage lists this folder beside it")
+    uncertain_band: float = _knob(
+        0.1, min=0.0, max=0.5, help="answers with |p_dog - 0.5| below this are low-confidence"
+    )
+    inbox: str | None = _knob(
+        None, help="a folder of unlabelled photos for the labelling queue (relative to params.yaml)"
+    )
+    labelled: str = _knob(
+        "data/labelled",
+        help="where labels go when ingest.source is an archive or the embedded "
+        "set: the source stage lists this folder beside it",
+    )
 
 
 @dataclass(frozen=True)
@@ -216,8 +280,10 @@ def _check_value(key: str, value: Any, hint: Any, meta: dict) -> Any:
     wanted = [t for t in allowed if t is not type(None)][0]
     if typing.get_origin(wanted) is tuple:  # a YAML list of one item type
         if not isinstance(value, (list, tuple)):
-            raise ParamsError(f"{key}: expected a list, got {type(value).__name__} {value!r}"
-                              f" (fix: write it as [..]{'' if not meta.get('help') else ' — ' + meta['help']})")
+            raise ParamsError(
+                f"{key}: expected a list, got {type(value).__name__} {value!r}"
+                f" (fix: write it as [..]{'' if not meta.get('help') else ' — ' + meta['help']})"
+            )
         item_type = typing.get_args(wanted)[0]
         return tuple(_check_value(f"{key}[{i}]", item, item_type, meta) for i, item in enumerate(value))
     if wanted is float and isinstance(value, int) and not isinstance(value, bool):
@@ -281,33 +347,43 @@ def _check_warmup(train: TrainParams, image_size: int) -> None:
     """Each size must divide the next one, the full size last, and be a multiple of 8 (three 2x2
     pools), so that the feature map grows by a whole factor from phase to phase."""
     if len(train.warmup_sizes) != len(train.warmup_epochs):
-        raise ParamsError(f"train.warmup_epochs: {len(train.warmup_epochs)} value(s) for {len(train.warmup_sizes)} "
-                          f"warm-up size(s) (fix: give one epoch count per size in train.warmup_sizes)")
+        raise ParamsError(
+            f"train.warmup_epochs: {len(train.warmup_epochs)} value(s) for {len(train.warmup_sizes)} "
+            f"warm-up size(s) (fix: give one epoch count per size in train.warmup_sizes)"
+        )
     sizes = [*train.warmup_sizes, image_size]
     for size, following in zip(sizes, sizes[1:]):
         if size >= following or following % size or size % 8:
-            raise ParamsError(f"train.warmup_sizes: {list(train.warmup_sizes)} do not fit preprocess.image_size "
-                              f"{image_size} (fix: multiples of 8, smallest first, each dividing the next and the "
-                              f"full size, e.g. [{image_size // 4}, {image_size // 2}])")
+            raise ParamsError(
+                f"train.warmup_sizes: {list(train.warmup_sizes)} do not fit preprocess.image_size "
+                f"{image_size} (fix: multiples of 8, smallest first, each dividing the next and the "
+                f"full size, e.g. [{image_size // 4}, {image_size // 2}])"
+            )
 
 
 def _check_serve(serve: ServeParams) -> None:
     largest = serve.max_files * serve.max_upload_bytes
     if serve.max_inflight_bytes < largest:
-        raise ParamsError(f"serve.max_inflight_bytes: {serve.max_inflight_bytes:,} is less than the largest request "
-                          f"allowed ({serve.max_files} files of {serve.max_upload_bytes:,} bytes = {largest:,}), "
-                          f"which could then never be answered (fix: raise it to at least {largest:,}, or lower "
-                          "serve.max_files or serve.max_upload_bytes)")
+        raise ParamsError(
+            f"serve.max_inflight_bytes: {serve.max_inflight_bytes:,} is less than the largest request "
+            f"allowed ({serve.max_files} files of {serve.max_upload_bytes:,} bytes = {largest:,}), "
+            f"which could then never be answered (fix: raise it to at least {largest:,}, or lower "
+            "serve.max_files or serve.max_upload_bytes)"
+        )
 
 
 def _check_levers(train: TrainParams) -> None:
     """Options that would silently undo each other."""
     if train.lr_schedule != "constant" and train.reduce_lr_patience:
-        raise ParamsError("train.lr_schedule: a decay to zero and train.reduce_lr_patience both set the learning "
-                          "rate (fix: set train.reduce_lr_patience to null, or train.lr_schedule to constant)")
+        raise ParamsError(
+            "train.lr_schedule: a decay to zero and train.reduce_lr_patience both set the learning "
+            "rate (fix: set train.reduce_lr_patience to null, or train.lr_schedule to constant)"
+        )
     if train.ema_momentum is not None and train.early_stopping_patience:
-        raise ParamsError("train.ema_momentum: early stopping would restore a best epoch's raw weights over the "
-                          "average (fix: set train.early_stopping_patience to null, or train.ema_momentum to null)")
+        raise ParamsError(
+            "train.ema_momentum: early stopping would restore a best epoch's raw weights over the "
+            "average (fix: set train.early_stopping_patience to null, or train.ema_momentum to null)"
+        )
     if train.random_resized_crop is not None and not train.augment:
         raise ParamsError("train.random_resized_crop: is part of the augmentation (fix: set train.augment to true)")
 
@@ -336,8 +412,9 @@ def write_overrides(path: Path | str, overrides: dict[str, Any]) -> dict[str, tu
     path = Path(path)
     raw = read_raw(path)
     parse_params(apply_overrides(raw, overrides), project_dir=path.resolve().parent)
-    changes = {key: ((raw.get(key.split(".")[0]) or {}).get(key.split(".", 1)[1]), value)
-               for key, value in overrides.items()}
+    changes = {
+        key: ((raw.get(key.split(".")[0]) or {}).get(key.split(".", 1)[1]), value) for key, value in overrides.items()
+    }
     changes = {key: (old, new) for key, (old, new) in changes.items() if old != new}
     if changes:
         yaml_rt = YAML()

@@ -45,8 +45,12 @@ def repair(paths: ProjectPaths) -> str | None:
     if paths.good_lock.exists():
         with atomic_path(paths.lock) as tmp:
             shutil.copyfile(paths.good_lock, tmp)
-        return (f"dvc.lock was damaged ({problem}), most likely by a run killed while DVC wrote it; put back "
-                f"the copy from the start of the last run: the next `dvc repro` reruns what it must")
+        return (
+            f"dvc.lock was damaged ({problem}), most likely by a run killed while DVC wrote it; put back "
+            f"the copy from the start of the last run: the next `dvc repro` reruns what it must"
+        )
     paths.lock.unlink()
-    return (f"dvc.lock was damaged ({problem}) and no sound copy was kept: removed it, so the next `dvc repro` "
-            "reruns every stage (the per-image caches keep that cheap up to training)")
+    return (
+        f"dvc.lock was damaged ({problem}) and no sound copy was kept: removed it, so the next `dvc repro` "
+        "reruns every stage (the per-image caches keep that cheap up to training)"
+    )

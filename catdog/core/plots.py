@@ -50,15 +50,28 @@ def _mark_image_sizes(axis, history: pd.DataFrame) -> None:
     starts = history[history["image_size"].ne(history["image_size"].shift())]
     for epoch, size in zip(starts["epoch"], starts["image_size"]):
         axis.axvline(epoch - 0.5, color="gray", linestyle=":", linewidth=1)
-        axis.annotate(f"{int(size)} px", (epoch - 0.4, 1.0), xycoords=("data", "axes fraction"),
-                      va="top", fontsize=8, color="gray")
+        axis.annotate(
+            f"{int(size)} px",
+            (epoch - 0.4, 1.0),
+            xycoords=("data", "axes fraction"),
+            va="top",
+            fontsize=8,
+            color="gray",
+        )
 
 
 def _draw_confusion(axis, cells: np.ndarray, title: str) -> None:
     axis.imshow(cells, cmap="Blues")
     for (row, col), count in np.ndenumerate(cells):
-        axis.text(col, row, str(count), ha="center", va="center",
-                  color="white" if count > cells.max() / 2 else "black", fontsize=14)
+        axis.text(
+            col,
+            row,
+            str(count),
+            ha="center",
+            va="center",
+            color="white" if count > cells.max() / 2 else "black",
+            fontsize=14,
+        )
     axis.set_xticks([0, 1], ["cat", "dog"])
     axis.set_yticks([0, 1], ["cat", "dog"])
     axis.set_xlabel("predicted")
@@ -67,8 +80,9 @@ def _draw_confusion(axis, cells: np.ndarray, title: str) -> None:
 
 
 def confusion_matrix(confusion: dict, target: Path) -> None:
-    cells = np.array([[confusion["cat_as_cat"], confusion["cat_as_dog"]],
-                      [confusion["dog_as_cat"], confusion["dog_as_dog"]]])
+    cells = np.array(
+        [[confusion["cat_as_cat"], confusion["cat_as_dog"]], [confusion["dog_as_cat"], confusion["dog_as_dog"]]]
+    )
     figure, axis = plt.subplots(figsize=(3.8, 3.4))
     _draw_confusion(axis, cells, "confusion matrix (test)")
     _save(figure, target)
@@ -107,7 +121,10 @@ def compare_confusion(old: pd.DataFrame | None, new: pd.DataFrame, base: str, ta
     frames = [(base, old), ("this change", new)] if old is not None else [("this change", new)]
     figure, axes = plt.subplots(1, len(frames), figsize=(4 * len(frames), 3.6), squeeze=False)
     for axis, (name, frame) in zip(axes.flat, frames):
-        cells = pd.crosstab(frame["actual"], frame["predicted"]).reindex(
-            index=["cat", "dog"], columns=["cat", "dog"], fill_value=0).to_numpy()
+        cells = (
+            pd.crosstab(frame["actual"], frame["predicted"])
+            .reindex(index=["cat", "dog"], columns=["cat", "dog"], fill_value=0)
+            .to_numpy()
+        )
         _draw_confusion(axis, cells, f"confusion ({name})")
     _save(figure, target)

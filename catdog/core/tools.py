@@ -18,6 +18,12 @@ def program(name: str) -> str:
 
 def tool_env(**extra: str) -> dict:
     """This environment, with this interpreter's tools first on PATH and analytics off."""
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            "GX_ANALYTICS_ENABLED": "false", "TF_CPP_MIN_LOG_LEVEL": "2",
-            "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1", **extra}
+    return {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "GX_ANALYTICS_ENABLED": "false",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "DVC_NO_ANALYTICS": "1",
+        "DO_NOT_TRACK": "1",
+        **extra,
+    }

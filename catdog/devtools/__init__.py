@@ -1,1 +1,2 @@
-"""Helpers for developing catdog: throw-away workspaces for tests and benches, the change report, status, the stage deps check."""
+"""Helpers for developing catdog: throw-away workspaces for tests and benches, the change report,
+status, the stage deps check."""

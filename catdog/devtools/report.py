@@ -21,8 +21,7 @@ from catdog.core.errors import CatdogError
 from catdog.core.paths import project
 from catdog.core.tools import program
 
-REPORTED_METRICS = ["accuracy", "accuracy_cat", "accuracy_dog", "precision", "recall", "f1", "roc_auc",
-                    "loss", "ece"]
+REPORTED_METRICS = ["accuracy", "accuracy_cat", "accuracy_dog", "precision", "recall", "f1", "roc_auc", "loss", "ece"]
 LOWER_IS_BETTER = {"loss", "ece"}
 EVALUATE = "data/metrics/evaluate.json"
 
@@ -100,6 +99,7 @@ def _change(row: dict, tolerance: float) -> str:
 def _plots(root: Path, base: str, out_dir: Path) -> list[Path]:
     """Comparison PNGs of base and workspace: training curves, ROC, confusion matrices."""
     from catdog.core import plots
+
     metrics = project(root).metrics
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -144,8 +144,13 @@ def _why_misclassified(root: Path, answers: pd.DataFrame, target: Path) -> bool:
 
     model = load_model(paths.model)
     size = model.input_shape[1]
-    pixels = np.stack([load_model_input(f, size, params.preprocess.resize, max_pixels=params.validate.max_pixels)
-                       for f in files]) if files else np.zeros((0, size, size), np.uint8)
+    pixels = (
+        np.stack(
+            [load_model_input(f, size, params.preprocess.resize, max_pixels=params.validate.max_pixels) for f in files]
+        )
+        if files
+        else np.zeros((0, size, size), np.uint8)
+    )
     heat = grad_cam(model, pixels, params.evaluate.threshold) if files else pixels.astype(np.float32)
     misclassified_grid(pixels, heat, wrong, target)
     return True
@@ -153,10 +158,14 @@ def _why_misclassified(root: Path, answers: pd.DataFrame, target: Path) -> bool:
 
 def build(root: Path | str = ".", base: str = "HEAD", out_dir: Path | None = None, tolerance: float = 0.005) -> Report:
     root = Path(root).resolve()
-    if subprocess.run(["git", "rev-parse", "--verify", f"{base}^{{commit}}"], cwd=root,
-                      capture_output=True).returncode != 0:
-        raise CatdogError(f"report: {base!r} is not a git revision here (the report compares against git; "
-                          "use --base main, HEAD, or a commit)")
+    if (
+        subprocess.run(["git", "rev-parse", "--verify", f"{base}^{{commit}}"], cwd=root, capture_output=True).returncode
+        != 0
+    ):
+        raise CatdogError(
+            f"report: {base!r} is not a git revision here (the report compares against git; "
+            "use --base main, HEAD, or a commit)"
+        )
     out_dir = Path(out_dir) if out_dir else root / "data" / "report"
     rows = metric_rows(root, base)
     params = param_changes(root, base)
@@ -167,15 +176,29 @@ def build(root: Path | str = ".", base: str = "HEAD", out_dir: Path | None = Non
     register = json.loads(register_path.read_text()) if register_path.exists() else {}
 
     accuracy = rows[0]
-    headline = {"better": "📈 better than", "worse": "📉 worse than", "same": "➖ the same as",
-                "new": "🆕 new, nothing to compare with at", "unknown": "❔ no metrics to compare with"}[verdict]
-    lines = [f"## Model review: {headline} `{base}`", "",
-             f"**Verdict: {verdict}** — test accuracy {_fmt(accuracy['base'])} → {_fmt(accuracy['workspace'])}"
-             + (f" ({accuracy['change']:+.4f}; same within ±{tolerance})" if verdict == "same"
-                else f" ({accuracy['change']:+.4f})" if accuracy["change"] is not None else ""),
-             "", f"| metric | `{base}` | this change | Δ |", "|---|---:|---:|---:|"]
-    lines += [f"| {r['metric']} | {_fmt(r['base'])} | {_fmt(r['workspace'])} | {_change(r, tolerance)} |"
-              for r in rows]
+    headline = {
+        "better": "📈 better than",
+        "worse": "📉 worse than",
+        "same": "➖ the same as",
+        "new": "🆕 new, nothing to compare with at",
+        "unknown": "❔ no metrics to compare with",
+    }[verdict]
+    lines = [
+        f"## Model review: {headline} `{base}`",
+        "",
+        f"**Verdict: {verdict}** — test accuracy {_fmt(accuracy['base'])} → {_fmt(accuracy['workspace'])}"
+        + (
+            f" ({accuracy['change']:+.4f}; same within ±{tolerance})"
+            if verdict == "same"
+            else f" ({accuracy['change']:+.4f})"
+            if accuracy["change"] is not None
+            else ""
+        ),
+        "",
+        f"| metric | `{base}` | this change | Δ |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [f"| {r['metric']} | {_fmt(r['base'])} | {_fmt(r['workspace'])} | {_change(r, tolerance)} |" for r in rows]
     lines += ["", "### Params changed", ""]
     if params:
         lines += ["| param | `" + base + "` | this change |", "|---|---|---|"]
@@ -190,16 +213,22 @@ def build(root: Path | str = ".", base: str = "HEAD", out_dir: Path | None = Non
             from catdog.registry.gate import Paired
 
             paired = Paired(**register["comparison"])
-            lines += ["", "| on the same test images | accuracy | 95% interval |", "|---|---:|---|",
-                      f"| this change ({register.get('version')}) | {paired.candidate_accuracy:.4f} | "
-                      f"{paired.candidate_ci95[0]:.3f}-{paired.candidate_ci95[1]:.3f} |",
-                      f"| production {paired.production_version} | {paired.production_accuracy:.4f} | "
-                      f"{paired.production_ci95[0]:.3f}-{paired.production_ci95[1]:.3f} |",
-                      f"| difference | {paired.difference:+.4f} | {paired.difference_ci95[0]:+.3f} to "
-                      f"{paired.difference_ci95[1]:+.3f} (McNemar p = {paired.p_value:.3g}) |"]
+            lines += [
+                "",
+                "| on the same test images | accuracy | 95% interval |",
+                "|---|---:|---|",
+                f"| this change ({register.get('version')}) | {paired.candidate_accuracy:.4f} | "
+                f"{paired.candidate_ci95[0]:.3f}-{paired.candidate_ci95[1]:.3f} |",
+                f"| production {paired.production_version} | {paired.production_accuracy:.4f} | "
+                f"{paired.production_ci95[0]:.3f}-{paired.production_ci95[1]:.3f} |",
+                f"| difference | {paired.difference:+.4f} | {paired.difference_ci95[0]:+.3f} to "
+                f"{paired.difference_ci95[1]:+.3f} (McNemar p = {paired.p_value:.3g}) |",
+            ]
     if base_register:
-        lines.append(f"At `{base}`: {base_register.get('version')} "
-                     f"({'production' if base_register.get('production') else 'candidate'}).")
+        lines.append(
+            f"At `{base}`: {base_register.get('version')} "
+            f"({'production' if base_register.get('production') else 'candidate'})."
+        )
     lines += ["", "### Plots", ""]
     lines += [f"![{image.stem}]({image.relative_to(out_dir).as_posix()})" for image in images]
     markdown = "\n".join(lines) + "\n"
@@ -222,7 +251,7 @@ def stale_outputs(root: Path | str = ".") -> list[str]:
     stale = []
     for stage, entries in status.items():
         for entry in entries if isinstance(entries, list) else []:
-            for kind, changes in (entry.items() if isinstance(entry, dict) else []):
+            for kind, changes in entry.items() if isinstance(entry, dict) else []:
                 for path, change in changes.items():
                     if isinstance(change, dict):  # params file: {section: modified/new/deleted}
                         stale += [f"{stage}: {path} {key} {what}" for key, what in change.items()]

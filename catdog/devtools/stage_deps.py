@@ -32,11 +32,18 @@ def imported_modules(root: Path, file: Path) -> set[str]:
     for node in ast.walk(ast.parse(file.read_text(), str(file))):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names if alias.name.split(".")[0] == PACKAGE}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
-                and node.module.split(".")[0] == PACKAGE:
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and node.module
+            and node.module.split(".")[0] == PACKAGE
+        ):
             found.add(node.module)
-            found |= {f"{node.module}.{alias.name}" for alias in node.names
-                      if module_file(root, f"{node.module}.{alias.name}")}
+            found |= {
+                f"{node.module}.{alias.name}"
+                for alias in node.names
+                if module_file(root, f"{node.module}.{alias.name}")
+            }
     return found
 
 
@@ -79,8 +86,9 @@ def problems(root: Path, pipeline: dict | None = None) -> list[str]:
     """What is wrong with the code deps of dvc.yaml (or of `pipeline`, the same read as YAML), one line
     each, saying the fix; empty when right."""
     stages = (pipeline or yaml.safe_load((root / "dvc.yaml").read_text()))["stages"]
-    found = [f"{face}: a package face must hold only its docstring (move the code into a module)"
-             for face in faces(root)]
+    found = [
+        f"{face}: a package face must hold only its docstring (move the code into a module)" for face in faces(root)
+    ]
     for name, stage in stages.items():
         module = stage_module(stage["cmd"])
         if module is None:

@@ -16,8 +16,12 @@ def describe(params: Params, paths: ProjectPaths) -> str:
     from catdog.stages.source import TEST_STAT_CACHE, changes_between, list_source
 
     source = params.source_path(paths.root)
-    listing = list_source(source, params.ingest, StatCache(paths.cache / STAT_CACHE),  # cache not saved
-                          params.labelled_beside(paths.root))
+    listing = list_source(
+        source,
+        params.ingest,
+        StatCache(paths.cache / STAT_CACHE),  # cache not saved
+        params.labelled_beside(paths.root),
+    )
     last = read_manifest(paths.source_manifest)
     changes = changes_between(last, listing)
     lines = [f"source    {source_name(source)}: {len(listing):,} files"]
@@ -26,8 +30,10 @@ def describe(params: Params, paths: ProjectPaths) -> str:
     elif not changes.count:
         lines.append("          unchanged since the last run")
     elif changes.count < params.ingest.min_changed_files:
-        lines.append(f"          {changes.summary()} since the last run: fewer than ingest.min_changed_files "
-                     f"({params.ingest.min_changed_files}), so the next run waits for more")
+        lines.append(
+            f"          {changes.summary()} since the last run: fewer than ingest.min_changed_files "
+            f"({params.ingest.min_changed_files}), so the next run waits for more"
+        )
     else:
         lines.append(f"          {changes.summary()} since the last run: the next run ingests them and retrains")
         lines += _examples(changes)
@@ -36,20 +42,25 @@ def describe(params: Params, paths: ProjectPaths) -> str:
         test_listing = list_source(test_source, params.ingest, StatCache(paths.cache / TEST_STAT_CACHE))
         test_changes = changes_between(read_manifest(paths.test_source_manifest), test_listing)
         lines.append(f"test set  {source_name(test_source)} (evaluate.test_source): {len(test_listing):,} files")
-        lines.append("          unchanged since the last run" if not test_changes.count else
-                     f"          {test_changes.summary()} since the last run: the next run scores and gates on "
-                     "the new set")
+        lines.append(
+            "          unchanged since the last run"
+            if not test_changes.count
+            else f"          {test_changes.summary()} since the last run: the next run scores and gates on the new set"
+        )
         lines += _examples(test_changes)
 
     from catdog.core.lockfile import damage
 
     problem = damage(paths.lock)
     if problem:
-        lines.append(f"pipeline  dvc.lock is damaged ({problem}), most likely by a killed run: "
-                     "`catdog repair-lock` puts back the last sound copy")
+        lines.append(
+            f"pipeline  dvc.lock is damaged ({problem}), most likely by a killed run: "
+            "`catdog repair-lock` puts back the last sound copy"
+        )
         return "\n".join(lines)
-    stale = {stage: _reasons(entries) for stage, entries in dvc_status(paths.root).items()
-             if entries != ["always changed"]}
+    stale = {
+        stage: _reasons(entries) for stage, entries in dvc_status(paths.root).items() if entries != ["always changed"]
+    }
     if stale:
         lines.append("pipeline  out of date for reasons other than the source:")
         lines += [f"          {stage}: {reason}" for stage, reason in stale.items()]
@@ -59,8 +70,11 @@ def describe(params: Params, paths: ProjectPaths) -> str:
 
 
 def _examples(changes) -> list[str]:
-    return [f"          {kind}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
-            for kind in ("added", "removed", "changed") if (names := getattr(changes, kind))]
+    return [
+        f"          {kind}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
+        for kind in ("added", "removed", "changed")
+        if (names := getattr(changes, kind))
+    ]
 
 
 def _reasons(entries: list) -> str:
@@ -71,7 +85,11 @@ def _reasons(entries: list) -> str:
             reasons.append(entry)
             continue
         for kind, changes in entry.items():
-            described = [f"{name} ({', '.join(f'{key} {what}' for key, what in change.items())})"
-                         if isinstance(change, dict) else f"{name} ({change})" for name, change in changes.items()]
+            described = [
+                f"{name} ({', '.join(f'{key} {what}' for key, what in change.items())})"
+                if isinstance(change, dict)
+                else f"{name} ({change})"
+                for name, change in changes.items()
+            ]
             reasons.append(f"{kind}: {'; '.join(described)}")
     return "; ".join(reasons)

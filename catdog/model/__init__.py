@@ -1,1 +1,2 @@
-"""The spec network and how it is trained and explained: network, precision, input batches, training callbacks, why-maps."""
+"""The spec network and how it is trained and explained: network, precision, input batches, training
+callbacks, why-maps."""

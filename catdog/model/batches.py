@@ -33,8 +33,9 @@ class RandomResizedCrop(keras.layers.Layer):
             return images
         n = tf.shape(images)[0]
         area = keras.random.uniform((n,), self.min_area, 1.0, seed=self.seed_generator)
-        log_aspect = keras.random.uniform((n,), math.log(ASPECT_RANGE[0]), math.log(ASPECT_RANGE[1]),
-                                          seed=self.seed_generator)
+        log_aspect = keras.random.uniform(
+            (n,), math.log(ASPECT_RANGE[0]), math.log(ASPECT_RANGE[1]), seed=self.seed_generator
+        )
         height = tf.minimum(tf.sqrt(area / tf.exp(log_aspect)), 1.0)
         width = tf.minimum(tf.sqrt(area * tf.exp(log_aspect)), 1.0)
         top = keras.random.uniform((n,), seed=self.seed_generator) * (1.0 - height)
@@ -50,15 +51,23 @@ def augmentation(seed: int, crop_min_area: float | None = None) -> keras.Sequent
     """Random changes a photo can undergo and stay the same animal. Pixel values stay in 0-255.
     With `crop_min_area`, random resized crops take the place of zoom and translation."""
     layers = keras.layers
-    geometry = ([RandomResizedCrop(crop_min_area, seed=seed)] if crop_min_area is not None else
-                [layers.RandomZoom(0.15, fill_mode="reflect", seed=seed),
-                 layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed)])
-    return keras.Sequential([
-        layers.RandomFlip("horizontal", seed=seed),
-        layers.RandomRotation(0.05, fill_mode="reflect", seed=seed),
-        *geometry,
-        layers.RandomContrast(0.2, seed=seed),
-    ], name="augmentation")
+    geometry = (
+        [RandomResizedCrop(crop_min_area, seed=seed)]
+        if crop_min_area is not None
+        else [
+            layers.RandomZoom(0.15, fill_mode="reflect", seed=seed),
+            layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed),
+        ]
+    )
+    return keras.Sequential(
+        [
+            layers.RandomFlip("horizontal", seed=seed),
+            layers.RandomRotation(0.05, fill_mode="reflect", seed=seed),
+            *geometry,
+            layers.RandomContrast(0.2, seed=seed),
+        ],
+        name="augmentation",
+    )
 
 
 def downscale(images: np.ndarray, size: int) -> np.ndarray:
@@ -71,8 +80,17 @@ def downscale(images: np.ndarray, size: int) -> np.ndarray:
 class ShardBatches(keras.utils.PyDataset):
     """(uint8 images, p(dog) labels) batches read from shards; reshuffled each epoch by seed."""
 
-    def __init__(self, reader: ShardReader, batch_size: int, *, shuffle: bool, seed: int = 0, start_epoch: int = 0,
-                 augment: keras.Sequential | None = None, image_size: int | None = None):
+    def __init__(
+        self,
+        reader: ShardReader,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int = 0,
+        start_epoch: int = 0,
+        augment: keras.Sequential | None = None,
+        image_size: int | None = None,
+    ):
         super().__init__(workers=1, use_multiprocessing=False, max_queue_size=4)
         self.reader, self.batch_size, self.shuffle, self.seed = reader, batch_size, shuffle, seed
         self.augment, self.image_size = augment, image_size
@@ -89,7 +107,7 @@ class ShardBatches(keras.utils.PyDataset):
         return math.ceil(len(self.reader) / self.batch_size)
 
     def __getitem__(self, index: int):
-        rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         images = self.reader.images(rows)
         if self.image_size is not None and self.image_size != images.shape[1]:
             images = downscale(images, self.image_size)

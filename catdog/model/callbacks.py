@@ -156,8 +156,7 @@ class DecayToZero(keras.callbacks.Callback):
     Progress is the share of train.max_minutes used when there is a budget, else the share of
     the planned steps done (so a resumed run continues where it was)."""
 
-    def __init__(self, shape: str, base_rate: float, steps_per_epoch: int, total_steps: int,
-                 budget: TimeBudget | None):
+    def __init__(self, shape: str, base_rate: float, steps_per_epoch: int, total_steps: int, budget: TimeBudget | None):
         super().__init__()
         self.shape, self.base_rate, self.budget = shape, base_rate, budget
         self.steps_per_epoch, self.total_steps = steps_per_epoch, total_steps
@@ -167,8 +166,11 @@ class DecayToZero(keras.callbacks.Callback):
         self.epoch = epoch
 
     def on_train_batch_begin(self, batch, logs=None):
-        done = (self.budget.used() if self.budget else
-                (self.epoch * self.steps_per_epoch + batch) / max(1, self.total_steps))
+        done = (
+            self.budget.used()
+            if self.budget
+            else (self.epoch * self.steps_per_epoch + batch) / max(1, self.total_steps)
+        )
         self.model.optimizer.learning_rate = self.base_rate * decay_factor(self.shape, done)
 
 
@@ -190,18 +192,25 @@ class HistoryLog(keras.callbacks.Callback):
         rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         row = {"epoch": epoch + 1, "image_size": self.image_size, **(logs or {}), "learning_rate": rate}
         pd.DataFrame([row]).reindex(columns=HISTORY_COLUMNS).to_csv(
-            self.path, mode="a", header=not self.path.exists(), index=False)
+            self.path, mode="a", header=not self.path.exists(), index=False
+        )
 
 
 def optional_callbacks(params: TrainParams, has_validation: bool) -> list:
     """Early stopping and the plateau schedule; they watch val_loss at the full image size only."""
     callbacks = []
     if params.early_stopping_patience and has_validation:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=params.early_stopping_patience,
-                                                       restore_best_weights=True, verbose=1))
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=params.early_stopping_patience, restore_best_weights=True, verbose=1
+            )
+        )
     if params.reduce_lr_patience and has_validation:
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
-                                                           patience=params.reduce_lr_patience, verbose=1))
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=0.5, patience=params.reduce_lr_patience, verbose=1
+            )
+        )
     return callbacks
 
 

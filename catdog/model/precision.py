@@ -45,5 +45,6 @@ def resolve(choice: str, cpuinfo: str | None = None, gpu: str | None = None) -> 
     flags = cpu_bf16_flags(cpuinfo)
     if flags:
         return MIXED_BFLOAT16, f"auto: this CPU has {', '.join(flags)}"
-    return FLOAT32, (f"auto: this CPU has no {' or '.join(BF16_CPU_FLAGS)}, so bfloat16 would be emulated "
-                     "(slower than float32)")
+    return FLOAT32, (
+        f"auto: this CPU has no {' or '.join(BF16_CPU_FLAGS)}, so bfloat16 would be emulated (slower than float32)"
+    )

@@ -28,7 +28,7 @@ def grad_cam(model, images: np.ndarray, threshold: float = 0.5) -> np.ndarray:
             h = layer(h, training=False)
         features = h
         tape.watch(features)
-        for layer in layers[last_conv + 1:]:
+        for layer in layers[last_conv + 1 :]:
             h = layer(h, training=False)
         p_dog = tf.cast(tf.reshape(h, [-1]), tf.float32)
         answer = tf.reduce_sum(tf.where(p_dog >= threshold, p_dog, 1.0 - p_dog))  # images are independent

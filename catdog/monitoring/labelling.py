@@ -138,8 +138,9 @@ def _answer_lock(setup: LabelSetup):
     return locked(setup.serving_dir / "labels.lock")
 
 
-def record_answer(setup: LabelSetup, candidate: Candidate, answer: str, who: str, model_version: str,
-                  p_dog: float) -> dict:
+def record_answer(
+    setup: LabelSetup, candidate: Candidate, answer: str, who: str, model_version: str, p_dog: float
+) -> dict:
     """Write the photo into the training data (cat or dog) and the label record; refused with the
     reason when it was answered already or its content is in the training data."""
     if answer not in ANSWERS:
@@ -156,10 +157,16 @@ def record_answer(setup: LabelSetup, candidate: Candidate, answer: str, who: str
             photo = setup.destination / answer / f"{candidate.sha256}{_suffix(candidate.path)}"
             if not place_new_file(data, photo, staging=setup.serving_dir / ".staging"):
                 raise LabelError(f"{photo} exists already: nothing was overwritten")
-        record = {"sha256": candidate.sha256, "label": answer, "who": who,
-                  "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                  "model_version": model_version, "p_dog": round(p_dog, 6),
-                  "guess": "dog" if p_dog >= 0.5 else "cat", "photo": str(photo) if photo else None}
+        record = {
+            "sha256": candidate.sha256,
+            "label": answer,
+            "who": who,
+            "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "model_version": model_version,
+            "p_dog": round(p_dog, 6),
+            "guess": "dog" if p_dog >= 0.5 else "cat",
+            "photo": str(photo) if photo else None,
+        }
         write_json(earlier, record)
     return record
 

@@ -43,7 +43,9 @@ def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
     try:
         when = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise CatdogError(f"--since {text!r}: use a duration such as 24h, 90m, 7d, or a date such as 2026-12-01") from None
+        raise CatdogError(
+            f"--since {text!r}: use a duration such as 24h, 90m, 7d, or a date such as 2026-12-01"
+        ) from None
     return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
 
 
@@ -82,15 +84,21 @@ class MonitorReport:
         window = f"{self.since:%Y-%m-%d %H:%M} to {self.until:%Y-%m-%d %H:%M} UTC"
         if not self.served and not self.rejected:
             return [f"catdog monitor, {window}: nothing was served in this window."]
-        lines = [f"catdog monitor, {window}: {self.served:,} images answered"
-                 f"{f', {self.rejected:,} uploads unreadable' if self.rejected else ''}."]
+        lines = [
+            f"catdog monitor, {window}: {self.served:,} images answered"
+            f"{f', {self.rejected:,} uploads unreadable' if self.rejected else ''}."
+        ]
         for version, facts in sorted(self.versions.items()):
-            line = (f"- {version}: {facts.served:,} images, {facts.uncertain_share:.1%} low-confidence "
-                    f"(p_dog within {self.uncertain_band} of 0.5)")
+            line = (
+                f"- {version}: {facts.served:,} images, {facts.uncertain_share:.1%} low-confidence "
+                f"(p_dog within {self.uncertain_band} of 0.5)"
+            )
             if facts.labelled:
                 low, high = facts.accuracy_ci95
-                line += (f"; online accuracy {facts.correct / facts.labelled:.1%} [{low:.1%}, {high:.1%}] on "
-                         f"{facts.labelled} labelled photos")
+                line += (
+                    f"; online accuracy {facts.correct / facts.labelled:.1%} [{low:.1%}, {high:.1%}] on "
+                    f"{facts.labelled} labelled photos"
+                )
             else:
                 line += "; no labelled photos yet, so no online accuracy"
             lines.append(line)
@@ -104,15 +112,28 @@ class MonitorReport:
         return "\n".join(self.lines())
 
     def to_dict(self) -> dict:
-        return {"since": self.since.isoformat(), "until": self.until.isoformat(), "served": self.served,
-                "rejected": self.rejected, "uncertain_band": self.uncertain_band,
-                "versions": {v: {"served": f.served, "uncertain": f.uncertain, "uncertain_share": f.uncertain_share,
-                                 "labelled": f.labelled, "correct": f.correct,
-                                 "accuracy": f.correct / f.labelled if f.labelled else None,
-                                 "accuracy_ci95": list(f.accuracy_ci95) if f.labelled else None}
-                             for v, f in self.versions.items()},
-                "drift": self.drift.to_dict() if self.drift else None,
-                "prediction_shift": self.shift.to_dict() if self.shift else None, "notes": self.notes}
+        return {
+            "since": self.since.isoformat(),
+            "until": self.until.isoformat(),
+            "served": self.served,
+            "rejected": self.rejected,
+            "uncertain_band": self.uncertain_band,
+            "versions": {
+                v: {
+                    "served": f.served,
+                    "uncertain": f.uncertain,
+                    "uncertain_share": f.uncertain_share,
+                    "labelled": f.labelled,
+                    "correct": f.correct,
+                    "accuracy": f.correct / f.labelled if f.labelled else None,
+                    "accuracy_ci95": list(f.accuracy_ci95) if f.labelled else None,
+                }
+                for v, f in self.versions.items()
+            },
+            "drift": self.drift.to_dict() if self.drift else None,
+            "prediction_shift": self.shift.to_dict() if self.shift else None,
+            "notes": self.notes,
+        }
 
 
 def answered_with_labels(log: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
@@ -129,8 +150,9 @@ def per_version(answered: pd.DataFrame, band: float) -> dict[str, VersionFacts]:
     for version, rows in answered.groupby("model_version"):
         once = rows.drop_duplicates("sha256")  # a photo served twice is judged once
         judged = once[once["truth"].notna()]
-        facts[str(version)] = VersionFacts(len(rows), int(((rows["p_dog"] - 0.5).abs() < band).sum()),
-                                           len(judged), int(judged["correct"].sum()))
+        facts[str(version)] = VersionFacts(
+            len(rows), int(((rows["p_dog"] - 0.5).abs() < band).sum()), len(judged), int(judged["correct"].sum())
+        )
     return facts
 
 
@@ -149,15 +171,34 @@ def build(params: Params, serving_dir: Path, registry: Registry, since: dt.datet
             notes.append("no production model with a data profile: the inputs' drift cannot be judged")
         else:
             rejected_share = float(log["error"].notna().mean())
-            drift = compare_with_production(unique, rejected_share, production, checker.check,
-                                            params.validate.drift_max_kl, labels_are="dog answers")
+            drift = compare_with_production(
+                unique,
+                rejected_share,
+                production,
+                checker.check,
+                params.validate.drift_max_kl,
+                labels_are="dog answers",
+            )
         version = registry.state()["production"]
         test = registry.test_predictions(version) if version else None
         served_by_production = unique[unique["model_version"] == version]["p_dog"]
-        shift = prediction_shift(served_by_production, pd.read_csv(test)["p_dog"] if test else None,
-                                 version, checker.check, params.validate.drift_max_kl)
-    return MonitorReport(since, utc_now(), params.monitor.uncertain_band, per_version(answered,
-                         params.monitor.uncertain_band), int(log["error"].notna().sum()), drift, shift, notes)
+        shift = prediction_shift(
+            served_by_production,
+            pd.read_csv(test)["p_dog"] if test else None,
+            version,
+            checker.check,
+            params.validate.drift_max_kl,
+        )
+    return MonitorReport(
+        since,
+        utc_now(),
+        params.monitor.uncertain_band,
+        per_version(answered, params.monitor.uncertain_band),
+        int(log["error"].notna().sum()),
+        drift,
+        shift,
+        notes,
+    )
 
 
 def _checker(serving_dir: Path):
@@ -174,12 +215,31 @@ def daily(serving_dir: Path, since: dt.datetime, band: float) -> pd.DataFrame:
     for (day, version), group in answered.groupby([answered["time"].dt.date, "model_version"]):
         facts = per_version(group, band)[str(version)]
         low, high = facts.accuracy_ci95
-        rows.append({"day": day, "version": version, "served": facts.served, "uncertain_share": facts.uncertain_share,
-                     "labelled": facts.labelled,
-                     "accuracy": facts.correct / facts.labelled if facts.labelled else None,
-                     "accuracy_low": low if facts.labelled else None, "accuracy_high": high if facts.labelled else None})
-    return pd.DataFrame(rows, columns=["day", "version", "served", "uncertain_share", "labelled", "accuracy",
-                                       "accuracy_low", "accuracy_high"])
+        rows.append(
+            {
+                "day": day,
+                "version": version,
+                "served": facts.served,
+                "uncertain_share": facts.uncertain_share,
+                "labelled": facts.labelled,
+                "accuracy": facts.correct / facts.labelled if facts.labelled else None,
+                "accuracy_low": low if facts.labelled else None,
+                "accuracy_high": high if facts.labelled else None,
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "day",
+            "version",
+            "served",
+            "uncertain_share",
+            "labelled",
+            "accuracy",
+            "accuracy_low",
+            "accuracy_high",
+        ],
+    )
 
 
 def plot(days: pd.DataFrame, target: Path) -> Path:
@@ -198,8 +258,14 @@ def plot(days: pd.DataFrame, target: Path) -> Path:
         judged = rows[rows["labelled"] > 0]
         if not judged.empty:
             centre = judged["accuracy"] * 100
-            accuracy.errorbar(pd.to_datetime(judged["day"]), centre, marker="o", capsize=4, label=version,
-                              yerr=[centre - judged["accuracy_low"] * 100, judged["accuracy_high"] * 100 - centre])
+            accuracy.errorbar(
+                pd.to_datetime(judged["day"]),
+                centre,
+                marker="o",
+                capsize=4,
+                label=version,
+                yerr=[centre - judged["accuracy_low"] * 100, judged["accuracy_high"] * 100 - centre],
+            )
     import matplotlib.dates
 
     served.set_ylabel("images served")
@@ -223,8 +289,9 @@ def plot(days: pd.DataFrame, target: Path) -> Path:
     return target
 
 
-def run(params: Params, serving_dir: Path, registry: Registry, since: dt.datetime, plot_file: Path | None = None
-        ) -> MonitorReport:
+def run(
+    params: Params, serving_dir: Path, registry: Registry, since: dt.datetime, plot_file: Path | None = None
+) -> MonitorReport:
     """`catdog monitor`: the report, and the per-day plot where something was served."""
     report = build(params, serving_dir, registry, since)
     if plot_file is not None and report.served:
@@ -243,15 +310,22 @@ class ShadowComparison:
     paired: Paired | None  # on the labelled ones
 
     def sentence(self) -> str:
-        text = (f"live shadow traffic: {self.version} agreed with production {self.production_version} on "
-                f"{self.agreement:.1%} of {self.images} served images")
+        text = (
+            f"live shadow traffic: {self.version} agreed with production {self.production_version} on "
+            f"{self.agreement:.1%} of {self.images} served images"
+        )
         if self.paired is None:
             return text + "; none of them labelled yet, so no accuracies"
         return text + f"; on the {self.paired.images} labelled: {self.version} {self.paired.sentence()}"
 
     def to_dict(self) -> dict:
-        return {"version": self.version, "production_version": self.production_version, "images": self.images,
-                "agreement": self.agreement, "paired": self.paired.to_dict() if self.paired else None}
+        return {
+            "version": self.version,
+            "production_version": self.production_version,
+            "images": self.images,
+            "agreement": self.agreement,
+            "paired": self.paired.to_dict() if self.paired else None,
+        }
 
 
 def shadow_comparison(serving_dir: Path, version: str, since: dt.datetime | None = None) -> ShadowComparison | None:
@@ -267,7 +341,13 @@ def shadow_comparison(serving_dir: Path, version: str, since: dt.datetime | None
     labels = read_labels(serving_dir)
     truth = labels[labels["label"].isin(CLASSES)].drop_duplicates("sha256").set_index("sha256")["label"]
     judged = rows.drop_duplicates("sha256").assign(truth=lambda f: f["sha256"].map(truth)).dropna(subset=["truth"])
-    paired = (compare((judged["label"] == judged["truth"]).to_numpy(),
-                      (judged["production_label"] == judged["truth"]).to_numpy(), production)
-              if len(judged) else None)
+    paired = (
+        compare(
+            (judged["label"] == judged["truth"]).to_numpy(),
+            (judged["production_label"] == judged["truth"]).to_numpy(),
+            production,
+        )
+        if len(judged)
+        else None
+    )
     return ShadowComparison(version, production, len(rows), agreement, paired)

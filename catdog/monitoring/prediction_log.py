@@ -27,8 +27,23 @@ import pandas as pd
 
 LOG_PREFIX = "predictions-"
 SHADOW_LOG = "shadow"  # the shadow's own log folder, when serving logs nothing else
-COLUMNS = ["time", "request", "file", "sha256", "model_version", "p_dog", "label", "latency_ms", "format",
-           "width", "height", "aspect", "brightness", "contrast", "error"]
+COLUMNS = [
+    "time",
+    "request",
+    "file",
+    "sha256",
+    "model_version",
+    "p_dog",
+    "label",
+    "latency_ms",
+    "format",
+    "width",
+    "height",
+    "aspect",
+    "brightness",
+    "contrast",
+    "error",
+]
 SHADOW_COLUMNS = ["shadow", "production_version", "production_p_dog", "production_label"]  # shadow records only
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "BMP": "bmp", "WEBP": "webp", "TIFF": "tif"}
 
@@ -68,7 +83,7 @@ def log_files(folder: Path, since: dt.datetime | None = None) -> list[Path]:
     if since is None:
         return files
     first_day = since.astimezone(dt.timezone.utc).date().isoformat()
-    return [f for f in files if f.stem[len(LOG_PREFIX):] >= first_day]
+    return [f for f in files if f.stem[len(LOG_PREFIX) :] >= first_day]
 
 
 def read_log(folder: Path, since: dt.datetime | None = None, shadow: bool = False) -> pd.DataFrame:

@@ -50,9 +50,11 @@ class Paired:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
     def sentence(self) -> str:
-        return (f"{self.candidate_accuracy:.4f} {_ci(self.candidate_ci95)} vs production {self.production_version} "
-                f"{self.production_accuracy:.4f} {_ci(self.production_ci95)} on the same {self.images} images: "
-                f"difference {self.difference:+.4f} {_ci(self.difference_ci95)}, McNemar p = {self.p_value:.3g}")
+        return (
+            f"{self.candidate_accuracy:.4f} {_ci(self.candidate_ci95)} vs production {self.production_version} "
+            f"{self.production_accuracy:.4f} {_ci(self.production_ci95)} on the same {self.images} images: "
+            f"difference {self.difference:+.4f} {_ci(self.difference_ci95)}, McNemar p = {self.p_value:.3g}"
+        )
 
 
 def _ci(interval: tuple[float, float]) -> str:
@@ -95,33 +97,46 @@ def compare(candidate_correct: np.ndarray, production_correct: np.ndarray, produ
     only_candidate = int((candidate_correct & ~production_correct).sum())
     only_production = int((production_correct & ~candidate_correct).sum())
     return Paired(
-        production_version=production_version, images=n,
+        production_version=production_version,
+        images=n,
         candidate_accuracy=float(candidate_correct.mean()) if n else 0.0,
         candidate_ci95=wilson_interval(int(candidate_correct.sum()), n),
         production_accuracy=float(production_correct.mean()) if n else 0.0,
         production_ci95=wilson_interval(int(production_correct.sum()), n),
         difference=(only_candidate - only_production) / n if n else 0.0,
         difference_ci95=paired_difference_interval(only_candidate, only_production, n),
-        only_candidate_right=only_candidate, only_production_right=only_production,
+        only_candidate_right=only_candidate,
+        only_production_right=only_production,
         p_value=mcnemar_exact(only_candidate, only_production),
     )
 
 
-def decide(accuracy: float, params: RegisterParams, production: str | None, paired: Paired | None,
-           unscorable: str | None = None) -> Verdict:
+def decide(
+    accuracy: float,
+    params: RegisterParams,
+    production: str | None,
+    paired: Paired | None,
+    unscorable: str | None = None,
+) -> Verdict:
     """The gate's verdict for a candidate of test `accuracy`; `paired` is its comparison with
     `production` on the same images, or None with the reason in `unscorable`."""
     if accuracy < params.min_accuracy:
         return Verdict(False, f"accuracy {accuracy:.4f} is below register.min_accuracy {params.min_accuracy:.4f}")
     if production is None:
-        return Verdict(True, f"accuracy {accuracy:.4f} >= register.min_accuracy {params.min_accuracy:.4f}; "
-                             "first production model")
+        return Verdict(
+            True, f"accuracy {accuracy:.4f} >= register.min_accuracy {params.min_accuracy:.4f}; first production model"
+        )
     if paired is None:
-        return Verdict(True, f"accuracy {accuracy:.4f} >= register.min_accuracy {params.min_accuracy:.4f}; "
-                             f"production {production} cannot be scored ({unscorable}), so there is nothing "
-                             "to compare with")
+        return Verdict(
+            True,
+            f"accuracy {accuracy:.4f} >= register.min_accuracy {params.min_accuracy:.4f}; "
+            f"production {production} cannot be scored ({unscorable}), so there is nothing "
+            "to compare with",
+        )
     worse = paired.difference < 0 and paired.p_value < params.max_p_value
     if worse:
-        return Verdict(False, f"significantly worse than production: {paired.sentence()} "
-                              f"< register.max_p_value {params.max_p_value}")
+        return Verdict(
+            False,
+            f"significantly worse than production: {paired.sentence()} < register.max_p_value {params.max_p_value}",
+        )
     return Verdict(True, f"not significantly worse than production: {paired.sentence()}")

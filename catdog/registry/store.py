@@ -80,8 +80,10 @@ class RegistryView:
         if ref == PRODUCTION:
             production = self.state()["production"]
             if production is None:
-                raise RegistryError("there is no production model yet: run `dvc repro` (or `make run`), "
-                                    "or promote a version with `catdog models promote VERSION`")
+                raise RegistryError(
+                    "there is no production model yet: run `dvc repro` (or `make run`), "
+                    "or promote a version with `catdog models promote VERSION`"
+                )
             return production
         if ref == "latest":
             versions = self.versions()
@@ -100,8 +102,13 @@ class RegistryView:
         version = self.resolve(ref)
         card = self._card_file(version)
         state = self.state()
-        card["status"] = (PRODUCTION if version == state["production"]
-                          else "previous production" if version in state["history"] else "candidate")
+        card["status"] = (
+            PRODUCTION
+            if version == state["production"]
+            else "previous production"
+            if version in state["history"]
+            else "candidate"
+        )
         return card
 
     def cards(self) -> list[dict]:
@@ -175,9 +182,15 @@ class Registry(RegistryView):
     def _set_production(self, version: str | None, history: list[str]) -> None:
         write_json(self.root / "state.json", {"production": version, "history": history})
 
-    def register(self, model_file: Path, card: dict, verdict: Verdict, compared_with: str | None,
-                 data_profile: pd.DataFrame | None = None, test_predictions: pd.DataFrame | None = None
-                 ) -> Decision:
+    def register(
+        self,
+        model_file: Path,
+        card: dict,
+        verdict: Verdict,
+        compared_with: str | None,
+        data_profile: pd.DataFrame | None = None,
+        test_predictions: pd.DataFrame | None = None,
+    ) -> Decision:
         """Add a model as a new version with the gate's verdict, which was decided against production
         version `compared_with`: if production changed meanwhile, nothing is written. `data_profile`
         (facts of the images it was trained on) is kept with it, for the drift checks of later runs,
@@ -190,12 +203,18 @@ class Registry(RegistryView):
                 return self._finish_interrupted(same, self._card_file(same))
             state = self.state()
             if state["production"] != compared_with:
-                raise RegistryError(f"production changed from {compared_with} to {state['production']} while this "
-                                    "model was judged; run `catdog register` (or `dvc repro`) again")
-            card = {**card, "model_sha256": digest,
-                    "decision": {"production": verdict.production, "reason": verdict.reason}}
-            version = self._add_version(model_file, card, {DATA_PROFILE: data_profile,
-                                                           TEST_PREDICTIONS: test_predictions})
+                raise RegistryError(
+                    f"production changed from {compared_with} to {state['production']} while this "
+                    "model was judged; run `catdog register` (or `dvc repro`) again"
+                )
+            card = {
+                **card,
+                "model_sha256": digest,
+                "decision": {"production": verdict.production, "reason": verdict.reason},
+            }
+            version = self._add_version(
+                model_file, card, {DATA_PROFILE: data_profile, TEST_PREDICTIONS: test_predictions}
+            )
             if verdict.production:
                 self._set_production(version, state["history"] + [version])
             self._log("registered", version=version, production=verdict.production, reason=verdict.reason)
@@ -224,8 +243,9 @@ class Registry(RegistryView):
         if blessed and version not in state["history"]:
             self._set_production(version, state["history"] + [version])
             self._log("promoted", version=version, reason="completing an interrupted registration")
-        return Decision(version, blessed, f"already registered as {version}: {card['decision']['reason']}",
-                        already_registered=True)
+        return Decision(
+            version, blessed, f"already registered as {version}: {card['decision']['reason']}", already_registered=True
+        )
 
     def _clean_partials(self) -> None:
         if self.versions_dir.exists():
@@ -242,8 +262,10 @@ class Registry(RegistryView):
                 return version
             decision = read_json(self.versions_dir / version / "card.json")["decision"]
             if not decision["production"] and version not in state["history"] and not force:
-                raise RegistryError(f"{version} was refused by the gate: {decision['reason']}. To promote it "
-                                    f"anyway, say why: `catdog models promote {version} --force \"reason\"`")
+                raise RegistryError(
+                    f"{version} was refused by the gate: {decision['reason']}. To promote it "
+                    f'anyway, say why: `catdog models promote {version} --force "reason"`'
+                )
             self._set_production(version, state["history"] + [version])
             self._log("promoted", version=version, reason=f"forced: {force}" if force else "manual promotion")
         return version

@@ -37,13 +37,19 @@ class Admission:
     @contextlib.contextmanager
     def request_bytes(self, nbytes: int) -> Iterator[None]:
         if self.images_waiting >= self.max_images:
-            raise Overloaded(f"server busy: {self.images_waiting} images are waiting for the model "
-                             f"(serve.max_queued_images {self.max_images}); retry after the seconds "
-                             "in Retry-After", self.retry_after())
+            raise Overloaded(
+                f"server busy: {self.images_waiting} images are waiting for the model "
+                f"(serve.max_queued_images {self.max_images}); retry after the seconds "
+                "in Retry-After",
+                self.retry_after(),
+            )
         if self.bytes_in_flight + nbytes > self.max_bytes:
-            raise Overloaded(f"server busy: {self.bytes_in_flight:,} request bytes are being read and "
-                             f"answered, and {nbytes:,} more would pass serve.max_inflight_bytes "
-                             f"({self.max_bytes:,}); retry after the seconds in Retry-After", self.retry_after())
+            raise Overloaded(
+                f"server busy: {self.bytes_in_flight:,} request bytes are being read and "
+                f"answered, and {nbytes:,} more would pass serve.max_inflight_bytes "
+                f"({self.max_bytes:,}); retry after the seconds in Retry-After",
+                self.retry_after(),
+            )
         self.bytes_in_flight += nbytes
         try:
             yield
@@ -53,9 +59,12 @@ class Admission:
     @contextlib.contextmanager
     def queued_images(self, count: int) -> Iterator[None]:
         if self.images_waiting + count > self.max_images:
-            raise Overloaded(f"server busy: {self.images_waiting} images are waiting for the model and "
-                             f"{count} more would pass serve.max_queued_images ({self.max_images}); retry "
-                             "after the seconds in Retry-After", self.retry_after())
+            raise Overloaded(
+                f"server busy: {self.images_waiting} images are waiting for the model and "
+                f"{count} more would pass serve.max_queued_images ({self.max_images}); retry "
+                "after the seconds in Retry-After",
+                self.retry_after(),
+            )
         self.images_waiting += count
         try:
             yield

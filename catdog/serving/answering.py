@@ -1,4 +1,5 @@
-"""Answering uploads: each file converted (the one conversion), scored through the batcher, logged before the answer is sent."""
+"""Answering uploads: each file converted (the one conversion), scored through the batcher, logged
+before the answer is sent."""
 
 from __future__ import annotations
 
@@ -53,8 +54,9 @@ class Answering:
     def convert(self, name: str, data: bytes, served: LoadedModel) -> Converted:
         sha256 = hashlib.sha256(data).hexdigest()
         try:
-            pixels, facts = load_model_input_and_facts(data, served.image_size, served.resize,
-                                                       max_pixels=self.setup.max_pixels)
+            pixels, facts = load_model_input_and_facts(
+                data, served.image_size, served.resize, max_pixels=self.setup.max_pixels
+            )
         except (ImageError, OSError) as error:
             return Converted(name, sha256, None, None, str(error))
         if self.inputs is not None:
@@ -69,8 +71,9 @@ class Answering:
         facts = with_tone(ImageFacts(None, "L", pixels.shape[1], pixels.shape[0]), Image.fromarray(pixels, "L"))
         return Converted(name, hashlib.sha256(pixels.tobytes()).hexdigest(), pixels, facts)
 
-    async def answer(self, files: AsyncIterator[tuple[str, bytes]], served: LoadedModel, started: float,
-                     explain: bool = False) -> list[dict]:
+    async def answer(
+        self, files: AsyncIterator[tuple[str, bytes]], served: LoadedModel, started: float, explain: bool = False
+    ) -> list[dict]:
         """Encoded image files (name, bytes), read and converted one at a time, to answers."""
         loop, converted = asyncio.get_running_loop(), []
         async for name, data in files:
@@ -78,8 +81,9 @@ class Answering:
             del data
         return await self.answer_converted(converted, served, started, explain)
 
-    async def answer_converted(self, converted: list[Converted], served: LoadedModel, started: float,
-                               explain: bool = False) -> list[dict]:
+    async def answer_converted(
+        self, converted: list[Converted], served: LoadedModel, started: float, explain: bool = False
+    ) -> list[dict]:
         images = [c.pixels for c in converted if c.error is None]
         scores = await self._scores(served, images)
         why = [_data_url(png) for png in await self.batcher.why_maps(served, images)] if explain and images else None
@@ -95,10 +99,21 @@ class Answering:
     def log_shadow(self, items: list[_Shadowed], scores: list[float]) -> None:
         """The shadow's answers, each beside production's for the same image (agreement needs both)."""
         now = utc_now().isoformat(timespec="milliseconds")
-        records = [{**item.record, "time": now, "model_version": item.model.version, "p_dog": round(p, 6),
-                    "label": label_of(p, item.model.threshold), "latency_ms": None, "shadow": True,
-                    "production_version": item.record["model_version"], "production_p_dog": item.record["p_dog"],
-                    "production_label": item.record["label"]} for item, p in zip(items, scores)]
+        records = [
+            {
+                **item.record,
+                "time": now,
+                "model_version": item.model.version,
+                "p_dog": round(p, 6),
+                "label": label_of(p, item.model.threshold),
+                "latency_ms": None,
+                "shadow": True,
+                "production_version": item.record["model_version"],
+                "production_p_dog": item.record["p_dog"],
+                "production_label": item.record["label"],
+            }
+            for item, p in zip(items, scores)
+        ]
         self.metrics.shadow.inc(len(records))
         self.shadow_log.append(records)
 
@@ -111,8 +126,9 @@ class Answering:
         return scores
 
     @staticmethod
-    def _answers(converted: list[Converted], scores: list[float], why: list[str] | None, served: LoadedModel,
-                 started: float) -> tuple[list[dict], list[dict]]:
+    def _answers(
+        converted: list[Converted], scores: list[float], why: list[str] | None, served: LoadedModel, started: float
+    ) -> tuple[list[dict], list[dict]]:
         """The answers to send and the log records, in upload order."""
         results, records, scores, maps = [], [], iter(scores), None if why is None else iter(why)
         latency_ms, now = round(1000 * (time.perf_counter() - started), 1), utc_now().isoformat(timespec="milliseconds")
@@ -124,8 +140,15 @@ class Answering:
             else:
                 p_dog = round(next(scores), 6)
                 label = label_of(p_dog, served.threshold)
-                results.append({"file": item.file, "label": label, "p_dog": p_dog, "model_version": served.version,
-                                **({"why": next(maps)} if maps is not None else {})})
+                results.append(
+                    {
+                        "file": item.file,
+                        "label": label,
+                        "p_dog": p_dog,
+                        "model_version": served.version,
+                        **({"why": next(maps)} if maps is not None else {}),
+                    }
+                )
             records.append(_record(now, request_id, item, served.version, p_dog, label, latency_ms))
         return results, records
 
@@ -141,13 +164,24 @@ def _data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
-def _record(now: str, request_id: str, item: Converted, version: str, p_dog: float | None, label: str | None,
-            latency_ms: float) -> dict:
+def _record(
+    now: str, request_id: str, item: Converted, version: str, p_dog: float | None, label: str | None, latency_ms: float
+) -> dict:
     facts = item.facts
-    return {"time": now, "request": request_id, "file": item.file, "sha256": item.sha256, "model_version": version,
-            "p_dog": p_dog, "label": label, "latency_ms": latency_ms,
-            "format": facts.format if facts else None, "width": facts.width if facts else None,
-            "height": facts.height if facts else None,
-            "aspect": round(facts.width / facts.height, 4) if facts else None,
-            "brightness": facts.brightness if facts else None, "contrast": facts.contrast if facts else None,
-            "error": item.error}
+    return {
+        "time": now,
+        "request": request_id,
+        "file": item.file,
+        "sha256": item.sha256,
+        "model_version": version,
+        "p_dog": p_dog,
+        "label": label,
+        "latency_ms": latency_ms,
+        "format": facts.format if facts else None,
+        "width": facts.width if facts else None,
+        "height": facts.height if facts else None,
+        "aspect": round(facts.width / facts.height, 4) if facts else None,
+        "brightness": facts.brightness if facts else None,
+        "contrast": facts.contrast if facts else None,
+        "error": item.error,
+    }

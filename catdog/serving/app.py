@@ -48,15 +48,21 @@ def build_parts(setup: ServeSetup) -> Parts:
     params = setup.params
     metrics = Metrics()
     admission = Admission(params.max_inflight_bytes, params.max_queued_images)
-    holder = ModelHolder(setup.registry, params.model, on_change=metrics.serving,
-                         warm_sizes=warm_sizes(params.max_batch_size))
+    holder = ModelHolder(
+        setup.registry, params.model, on_change=metrics.serving, warm_sizes=warm_sizes(params.max_batch_size)
+    )
 
     def on_batch(images: int, seconds: float) -> None:
         metrics.batch_size.observe(images)
         admission.answered(images, seconds)
 
-    batcher = Batcher(params.max_batch_size, params.max_wait_ms / 1000, on_batch=on_batch,
-                      shadow_backlog=params.shadow_backlog, shadow_share=params.shadow_share)
+    batcher = Batcher(
+        params.max_batch_size,
+        params.max_wait_ms / 1000,
+        on_batch=on_batch,
+        shadow_backlog=params.shadow_backlog,
+        shadow_share=params.shadow_share,
+    )
     answering = Answering(setup, batcher, admission, metrics)
     if params.shadow == "candidate":
         holder.follow_shadow = True
@@ -72,8 +78,10 @@ def create_app(setup: ServeSetup) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app) -> AsyncIterator[None]:
-        workers = [asyncio.create_task(parts.batcher.run()),
-                   asyncio.create_task(parts.holder.watch(setup.params.reload_seconds))]
+        workers = [
+            asyncio.create_task(parts.batcher.run()),
+            asyncio.create_task(parts.holder.watch(setup.params.reload_seconds)),
+        ]
         yield
         for worker in workers:
             worker.cancel()
@@ -96,8 +104,9 @@ def create_app(setup: ServeSetup) -> FastAPI:
     if setup.labels is not None:
         from catdog.serving.label_routes import label_router
 
-        app.include_router(label_router(setup.labels, parts.holder, parts.batcher, setup.max_pixels),
-                           dependencies=token)
+        app.include_router(
+            label_router(setup.labels, parts.holder, parts.batcher, setup.max_pixels), dependencies=token
+        )
     return app
 
 
@@ -112,7 +121,10 @@ def run(setup: ServeSetup) -> None:
     check_binding(params.host, setup.token)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     app = create_app(setup)
-    print(f"catdog serve: http://{params.host}:{params.port}/ (model: {params.model}, batches of up to "
-          f"{params.max_batch_size}, waiting {params.max_wait_ms} ms){'; token required' if setup.token else ''}"
-          f"{f'; logging to {setup.serving_dir}' if params.log_predictions else ''}", flush=True)
+    print(
+        f"catdog serve: http://{params.host}:{params.port}/ (model: {params.model}, batches of up to "
+        f"{params.max_batch_size}, waiting {params.max_wait_ms} ms){'; token required' if setup.token else ''}"
+        f"{f'; logging to {setup.serving_dir}' if params.log_predictions else ''}",
+        flush=True,
+    )
     uvicorn.run(app, host=params.host, port=params.port, log_level="warning", access_log=False)

@@ -25,9 +25,11 @@ def is_loopback(host: str) -> bool:
 def check_binding(host: str, token: str | None) -> None:
     """Only loopback may be served without a token: anything else reaches other machines."""
     if not is_loopback(host) and not token:
-        raise CatdogError(f"binding to {host} makes the model reachable from other machines; set "
-                          f"{TOKEN_VARIABLE} to a secret (clients send 'Authorization: Bearer <token>'), "
-                          "or bind to 127.0.0.1")
+        raise CatdogError(
+            f"binding to {host} makes the model reachable from other machines; set "
+            f"{TOKEN_VARIABLE} to a secret (clients send 'Authorization: Bearer <token>'), "
+            "or bind to 127.0.0.1"
+        )
 
 
 def token_name(request, tokens: dict[str, str]) -> str | None:
@@ -61,7 +63,8 @@ class TokenAuth:
     def __call__(self, request: Request) -> str:
         who = token_name(request, self.tokens) if self.tokens else "local"
         if who is None:
-            raise HTTPException(401, "missing or wrong token: send 'Authorization: Bearer <token>' "
-                                     f"(the server's {TOKEN_VARIABLE})")
+            raise HTTPException(
+                401, f"missing or wrong token: send 'Authorization: Bearer <token>' (the server's {TOKEN_VARIABLE})"
+            )
         request.state.who = who
         return who

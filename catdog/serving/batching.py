@@ -41,9 +41,14 @@ class Batcher:
     queue up and form the next batch at once. Only images for the same model share a call. Calls
     run one at a time in a dedicated thread (TensorFlow uses both cores for each)."""
 
-    def __init__(self, max_size: int, max_wait: float,
-                 on_batch: Callable[[int, float], None] = lambda n, seconds: None, shadow_backlog: int = 1024,
-                 shadow_share: float = 0.0):
+    def __init__(
+        self,
+        max_size: int,
+        max_wait: float,
+        on_batch: Callable[[int, float], None] = lambda n, seconds: None,
+        shadow_backlog: int = 1024,
+        shadow_share: float = 0.0,
+    ):
         self.max_size, self.max_wait, self.on_batch = max_size, max_wait, on_batch
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catdog-predict")
@@ -73,7 +78,8 @@ class Batcher:
         images = np.stack([item.image for item in batch])[..., np.newaxis]
         try:
             scores = await asyncio.get_running_loop().run_in_executor(
-                self.executor, lambda: predict_p_dog(model.model, [images], model.flip_tta))
+                self.executor, lambda: predict_p_dog(model.model, [images], model.flip_tta)
+            )
         except Exception as error:  # the shadow never disturbs serving
             log.error("serve: shadow scoring failed: %s", error)
             return
@@ -133,7 +139,8 @@ class Batcher:
         started = time.perf_counter()
         try:
             scores = await asyncio.get_running_loop().run_in_executor(
-                self.executor, lambda: predict_p_dog(served.model, [images], served.flip_tta))
+                self.executor, lambda: predict_p_dog(served.model, [images], served.flip_tta)
+            )
         except Exception as error:
             for item in batch:
                 if not item.answer.done():

@@ -1,10 +1,10 @@
 """The labelling queue over HTTP, in `catdog serve` (same token rules as the rest).
 
-    GET  /label                 the page: one photo at a time, the model's guess, cat / dog / skip / not a cat or dog
-    GET  /label/next?skip=a,b   the least sure photo not skipped: sha256, p_dog, guess, how many are left
-    GET  /label/image/{sha256}  the photo
-    GET  /label/why/{sha256}    where the model looked (Grad-CAM on the last convolution), PNG
-    POST /label/{sha256}        {"label": "cat" | "dog" | "not_cat_or_dog"}: writes it into the training data
+GET  /label                 the page: one photo at a time, the model's guess, cat / dog / skip / not a cat or dog
+GET  /label/next?skip=a,b   the least sure photo not skipped: sha256, p_dog, guess, how many are left
+GET  /label/image/{sha256}  the photo
+GET  /label/why/{sha256}    where the model looked (Grad-CAM on the last convolution), PNG
+POST /label/{sha256}        {"label": "cat" | "dog" | "not_cat_or_dog"}: writes it into the training data
 """
 
 from __future__ import annotations
@@ -43,17 +43,23 @@ class Queue:
         readable, pixels = [], []
         for candidate in todo:
             try:
-                pixels.append(await asyncio.to_thread(load_model_input, candidate.path, served.image_size,
-                                                      served.resize, max_pixels=self.max_pixels))
+                pixels.append(
+                    await asyncio.to_thread(
+                        load_model_input, candidate.path, served.image_size, served.resize, max_pixels=self.max_pixels
+                    )
+                )
                 readable.append(candidate)
             except (ImageError, OSError):
                 continue  # an unreadable inbox file is not a photo to label
         for start in range(0, len(pixels), 32):
-            scored = await batcher.p_dog(served, pixels[start:start + 32])
-            for candidate, p_dog in zip(readable[start:start + 32], scored):
+            scored = await batcher.p_dog(served, pixels[start : start + 32])
+            for candidate, p_dog in zip(readable[start : start + 32], scored):
                 self.scores[(served.version, candidate.sha256)] = p_dog
-        p_dog = {c.sha256: self.scores[(served.version, c.sha256)] for c in found
-                 if (served.version, c.sha256) in self.scores}
+        p_dog = {
+            c.sha256: self.scores[(served.version, c.sha256)]
+            for c in found
+            if (served.version, c.sha256) in self.scores
+        }
         return rank([c for c in found if c.sha256 in p_dog], p_dog), p_dog
 
 
@@ -90,10 +96,17 @@ def label_router(setup: LabelSetup, holder, batcher, max_pixels: int) -> APIRout
         if not waiting:
             return {"remaining": 0, "skipped": len(ranked), "item": None, "model_version": served.version}
         first = waiting[0]
-        return {"remaining": len(waiting), "skipped": len(ranked) - len(waiting), "model_version": served.version,
-                "item": {"sha256": first.sha256, "p_dog": round(p_dog[first.sha256], 6),
-                         "guess": "dog" if p_dog[first.sha256] >= served.threshold else "cat",
-                         "image": f"label/image/{first.sha256}"}}
+        return {
+            "remaining": len(waiting),
+            "skipped": len(ranked) - len(waiting),
+            "model_version": served.version,
+            "item": {
+                "sha256": first.sha256,
+                "p_dog": round(p_dog[first.sha256], 6),
+                "guess": "dog" if p_dog[first.sha256] >= served.threshold else "cat",
+                "image": f"label/image/{first.sha256}",
+            },
+        }
 
     @router.get("/label/image/{sha256}")
     async def image(sha256: str):
@@ -104,8 +117,9 @@ def label_router(setup: LabelSetup, holder, batcher, max_pixels: int) -> APIRout
     async def why(sha256: str):
         """The Grad-CAM map of a queued photo, as PNG."""
         served, candidate = await queued(sha256)
-        pixels = await asyncio.to_thread(load_model_input, candidate.path, served.image_size, served.resize,
-                                         max_pixels=max_pixels)
+        pixels = await asyncio.to_thread(
+            load_model_input, candidate.path, served.image_size, served.resize, max_pixels=max_pixels
+        )
         [png] = await batcher.why_maps(served, [pixels])
         return Response(png, media_type="image/png")
 
@@ -118,8 +132,9 @@ def label_router(setup: LabelSetup, holder, batcher, max_pixels: int) -> APIRout
             body = None
         label = body.get("label") if isinstance(body, dict) else None
         if label not in ANSWERS:
-            return JSONResponse({"detail": f"send JSON {{\"label\": ...}} with one of {', '.join(ANSWERS)}"},
-                                status_code=400)
+            return JSONResponse(
+                {"detail": f'send JSON {{"label": ...}} with one of {", ".join(ANSWERS)}'}, status_code=400
+            )
         candidate, p_dog = await find(sha256, served)
         if candidate is None:
             reason = await asyncio.to_thread(why_not_queued, setup, sha256)

@@ -18,33 +18,52 @@ class Metrics:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
-        self.requests = Counter("catdog_requests", "HTTP requests by endpoint and outcome",
-                                ["endpoint", "outcome"], registry=self.registry)
-        self.latency = Histogram("catdog_predict_seconds", "POST /predict latency", registry=self.registry,
-                                 buckets=self.LATENCY_BUCKETS)
-        self.images = Counter("catdog_images_predicted", "images answered with a prediction",
-                              registry=self.registry)
-        self.rejected = Counter("catdog_images_rejected", "uploaded files that could not be read as images",
-                                registry=self.registry)
-        self.batch_size = Histogram("catdog_batch_size", "images per model call", registry=self.registry,
-                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
-        self.model = Gauge("catdog_model_info", "the model version serving (value 1)", ["version"],
-                           registry=self.registry)
+        self.requests = Counter(
+            "catdog_requests", "HTTP requests by endpoint and outcome", ["endpoint", "outcome"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "catdog_predict_seconds", "POST /predict latency", registry=self.registry, buckets=self.LATENCY_BUCKETS
+        )
+        self.images = Counter("catdog_images_predicted", "images answered with a prediction", registry=self.registry)
+        self.rejected = Counter(
+            "catdog_images_rejected", "uploaded files that could not be read as images", registry=self.registry
+        )
+        self.batch_size = Histogram(
+            "catdog_batch_size",
+            "images per model call",
+            registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+        )
+        self.model = Gauge(
+            "catdog_model_info", "the model version serving (value 1)", ["version"], registry=self.registry
+        )
         self.reloads = Counter("catdog_model_loads", "models loaded (start and hot reloads)", registry=self.registry)
-        self.served = Counter("catdog_served_images", "images answered, by model version", ["version"],
-                              registry=self.registry)
-        self.uncertain = Counter("catdog_uncertain_images", "answers with |p_dog - 0.5| below "
-                                 "monitor.uncertain_band, by model version", ["version"], registry=self.registry)
-        self.p_dog = Histogram("catdog_p_dog", "p(dog) of the answers", registry=self.registry,
-                               buckets=tuple(round(0.1 * i, 1) for i in range(1, 11)))
-        self.overloaded = Counter("catdog_overloaded", "requests refused with 503 and Retry-After by a budget",
-                                  registry=self.registry)
-        self.inflight = Gauge("catdog_inflight_bytes", "request bytes admitted and not yet answered",
-                              registry=self.registry)
+        self.served = Counter(
+            "catdog_served_images", "images answered, by model version", ["version"], registry=self.registry
+        )
+        self.uncertain = Counter(
+            "catdog_uncertain_images",
+            "answers with |p_dog - 0.5| below monitor.uncertain_band, by model version",
+            ["version"],
+            registry=self.registry,
+        )
+        self.p_dog = Histogram(
+            "catdog_p_dog",
+            "p(dog) of the answers",
+            registry=self.registry,
+            buckets=tuple(round(0.1 * i, 1) for i in range(1, 11)),
+        )
+        self.overloaded = Counter(
+            "catdog_overloaded", "requests refused with 503 and Retry-After by a budget", registry=self.registry
+        )
+        self.inflight = Gauge(
+            "catdog_inflight_bytes", "request bytes admitted and not yet answered", registry=self.registry
+        )
         self.queued = Gauge("catdog_queued_images", "converted images waiting for the model", registry=self.registry)
         self.shadow = Counter("catdog_shadow_images", "images the shadow candidate scored", registry=self.registry)
-        self.shadow_dropped = Gauge("catdog_shadow_dropped", "images dropped from the shadow's full backlog",
-                                    registry=self.registry)
+        self.shadow_dropped = Gauge(
+            "catdog_shadow_dropped", "images dropped from the shadow's full backlog", registry=self.registry
+        )
 
     def answered(self, version: str, scores: list[float], uncertain_band: float) -> None:
         self.served.labels(version=version).inc(len(scores))
@@ -68,7 +87,8 @@ def outcome_of(response: Response) -> str:
     if status == 503 and "retry-after" in response.headers:
         return "overloaded"
     return {200: "ok", 401: "unauthorized", 413: "too_large", 422: "bad_image", 503: "not_ready"}.get(
-        status, "bad_request" if 400 <= status < 500 else "error" if status >= 500 else "ok")
+        status, "bad_request" if 400 <= status < 500 else "error" if status >= 500 else "ok"
+    )
 
 
 def endpoint_of(path: str) -> str:

@@ -1,4 +1,5 @@
-"""The model that answers: the registry's production version (or a fixed one), followed, warmed up before a switch, and the shadow candidate beside it."""
+"""The model that answers: the registry's production version (or a fixed one), followed, warmed up
+before a switch, and the shadow candidate beside it."""
 
 from __future__ import annotations
 
@@ -18,8 +19,13 @@ class ModelHolder:
     """The model being served. With ref 'production' it follows the registry's production
     version; a fixed vNNNN never changes. Loads happen in a worker thread."""
 
-    def __init__(self, registry: Registry, ref: str, on_change: Callable[[LoadedModel], None] = lambda m: None,
-                 warm_sizes: tuple[int, ...] = (1,)):
+    def __init__(
+        self,
+        registry: Registry,
+        ref: str,
+        on_change: Callable[[LoadedModel], None] = lambda m: None,
+        warm_sizes: tuple[int, ...] = (1,),
+    ):
         self.registry, self.ref, self.on_change, self.warm_sizes = registry, ref, on_change, warm_sizes
         self.current: LoadedModel | None = None
         self._other: LoadedModel | None = None
@@ -37,8 +43,10 @@ class ModelHolder:
         try:
             wanted = self.wanted_version()
             if wanted is None:
-                self.problem = ("there is no production model yet: run `dvc repro` (or `make run`), or "
-                                "`catdog models promote VERSION`; this server loads it as soon as there is one")
+                self.problem = (
+                    "there is no production model yet: run `dvc repro` (or `make run`), or "
+                    "`catdog models promote VERSION`; this server loads it as soon as there is one"
+                )
                 return
             if self.current is not None and self.current.version == wanted:
                 return
@@ -87,8 +95,9 @@ class ModelHolder:
 
 def warm_sizes(max_batch_size: int) -> tuple[int, ...]:
     """The batch sizes to warm a model up with: powers of two up to the batcher's largest, and it."""
-    return tuple(sorted({2**i for i in range(max_batch_size.bit_length()) if 2**i <= max_batch_size}
-                        | {max_batch_size}))
+    return tuple(
+        sorted({2**i for i in range(max_batch_size.bit_length()) if 2**i <= max_batch_size} | {max_batch_size})
+    )
 
 
 def warm_up(loaded: LoadedModel, sizes: tuple[int, ...], rounds: int = 2) -> None:

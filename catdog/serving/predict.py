@@ -57,9 +57,17 @@ def label_of(p_dog: float, threshold: float) -> str:
     return "dog" if p_dog >= threshold else "cat"
 
 
-def predict_files(model, paths: list[Path], image_size: int, resize: str = "stretch",
-                  threshold: float = 0.5, batch_size: int = 32, flip: bool = False, *, max_pixels: int
-                  ) -> list[Prediction]:
+def predict_files(
+    model,
+    paths: list[Path],
+    image_size: int,
+    resize: str = "stretch",
+    threshold: float = 0.5,
+    batch_size: int = 32,
+    flip: bool = False,
+    *,
+    max_pixels: int,
+) -> list[Prediction]:
     """Every readable file gets a prediction; every unreadable one an error (over `max_pixels`,
     validate.max_pixels, too), in input order. With `flip`, p(dog) is averaged over each image and
     its mirror image."""
@@ -74,7 +82,7 @@ def predict_files(model, paths: list[Path], image_size: int, resize: str = "stre
     scores = {}
     if inputs:
         images = np.stack(list(inputs.values()))[..., np.newaxis]
-        p_dog = predict_p_dog(model, (images[i:i + batch_size] for i in range(0, len(images), batch_size)), flip)
+        p_dog = predict_p_dog(model, (images[i : i + batch_size] for i in range(0, len(images), batch_size)), flip)
         scores = dict(zip(inputs, p_dog.tolist()))
     results = []
     for path in map(str, paths):

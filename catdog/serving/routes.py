@@ -38,10 +38,20 @@ def api_router(setup: ServeSetup, parts: Parts) -> APIRouter:
     @router.get("/models")
     async def models():
         cards = await asyncio.to_thread(registry.cards)
-        return {"serving": holder.current.version if holder.current else None,
-                "following": params.model, "shadow": holder.shadow.version if holder.shadow else None,
-                "models": [{"version": c["version"], "status": c["status"], "accuracy": c["metrics"]["accuracy"],
-                            "created": c["created"]} for c in cards]}
+        return {
+            "serving": holder.current.version if holder.current else None,
+            "following": params.model,
+            "shadow": holder.shadow.version if holder.shadow else None,
+            "models": [
+                {
+                    "version": c["version"],
+                    "status": c["status"],
+                    "accuracy": c["metrics"]["accuracy"],
+                    "created": c["created"],
+                }
+                for c in cards
+            ],
+        }
 
     @router.get("/metrics")
     async def prometheus():
@@ -69,8 +79,9 @@ def api_router(setup: ServeSetup, parts: Parts) -> APIRouter:
         metrics.images.inc(good)
         metrics.rejected.inc(len(results) - good)
         metrics.latency.observe(time.perf_counter() - started)
-        return JSONResponse({"model_version": served.version, "results": results},
-                            status_code=200 if good == len(results) else 422)
+        return JSONResponse(
+            {"model_version": served.version, "results": results}, status_code=200 if good == len(results) else 422
+        )
 
     return router
 
@@ -79,7 +90,8 @@ async def _uploads(request: Request, params: ServeParams, body_limit: int) -> li
     """The request's files, parsed as the body streams in (files past 1 MB are spooled to disk)."""
     try:
         form = await Request(request.scope, limited(request.receive, body_limit)).form(
-            max_files=params.max_files, max_fields=params.max_files)
+            max_files=params.max_files, max_fields=params.max_files
+        )
     except BodyTooLarge:
         raise HTTPException(413, _too_large_message(params)) from None
     uploads = [value for _, value in form.multi_items() if not isinstance(value, str)]
@@ -87,8 +99,11 @@ async def _uploads(request: Request, params: ServeParams, body_limit: int) -> li
         raise HTTPException(400, "no files: send one or more images as multipart form fields named 'files'")
     for upload in uploads:
         if upload.size is not None and upload.size > params.max_upload_bytes:
-            raise HTTPException(413, f"{upload.filename}: {upload.size:,} bytes is over the limit of "
-                                     f"{params.max_upload_bytes:,} (serve.max_upload_bytes)")
+            raise HTTPException(
+                413,
+                f"{upload.filename}: {upload.size:,} bytes is over the limit of "
+                f"{params.max_upload_bytes:,} (serve.max_upload_bytes)",
+            )
     return uploads
 
 
@@ -100,5 +115,7 @@ async def _read_in_turn(uploads) -> AsyncIterator[tuple[str, bytes]]:
 
 
 def _too_large_message(params: ServeParams) -> str:
-    return (f"request too large: at most {params.max_files} files of {params.max_upload_bytes:,} bytes each "
-            "(serve.max_files, serve.max_upload_bytes)")
+    return (
+        f"request too large: at most {params.max_files} files of {params.max_upload_bytes:,} bytes each "
+        "(serve.max_files, serve.max_upload_bytes)"
+    )

@@ -38,8 +38,11 @@ def servable_problem(model_file: Path, params: Params, answers: pd.DataFrame, fi
     for path in sample["path"]:
         try:
             data = (files / path).read_bytes()
-            pixels.append(load_model_input_and_facts(data, side, params.preprocess.resize,
-                                                     max_pixels=params.validate.max_pixels, facts=False)[0])
+            pixels.append(
+                load_model_input_and_facts(
+                    data, side, params.preprocess.resize, max_pixels=params.validate.max_pixels, facts=False
+                )[0]
+            )
         except (OSError, ImageError) as error:
             return f"test image {path} cannot be read through the serving path: {error}"
     if not pixels:
@@ -53,7 +56,9 @@ def servable_problem(model_file: Path, params: Params, answers: pd.DataFrame, fi
     differs = np.abs(served - sample["p_dog"].to_numpy(float)) > TOLERANCE
     if differs.any():
         worst = int(np.argmax(np.abs(served - sample["p_dog"].to_numpy(float))))
-        return (f"served answers differ from evaluate's on {int(differs.sum())} of {len(sample)} test images "
-                f"(e.g. {sample['path'].iloc[worst]}: p(dog) {served[worst]:.4f} served vs "
-                f"{sample['p_dog'].iloc[worst]:.4f} evaluated): the served model would not be the evaluated one")
+        return (
+            f"served answers differ from evaluate's on {int(differs.sum())} of {len(sample)} test images "
+            f"(e.g. {sample['path'].iloc[worst]}: p(dog) {served[worst]:.4f} served vs "
+            f"{sample['p_dog'].iloc[worst]:.4f} evaluated): the served model would not be the evaluated one"
+        )
     return None

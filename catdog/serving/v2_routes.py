@@ -68,7 +68,7 @@ def read_request(body: bytes, header_length: str | None) -> tuple[dict, list[Ten
             raise ProtocolError(f"input {name!r}: 'shape' must be a list of non-negative integers")
         binary_size = (item.get("parameters") or {}).get("binary_data_size")
         if binary_size is not None:
-            raw = bytes(binary[offset:offset + binary_size])
+            raw = bytes(binary[offset : offset + binary_size])
             if len(raw) != binary_size:
                 raise ProtocolError(f"input {name!r}: binary_data_size {binary_size} is past the end of the body")
             offset += binary_size
@@ -86,7 +86,7 @@ def _unpack_bytes(raw: bytes, name: str) -> list[bytes]:
         if offset + 4 > len(raw):
             raise ProtocolError(f"input {name!r}: a BYTES element's length is cut short")
         (length,) = struct.unpack_from("<I", raw, offset)
-        values.append(raw[offset + 4:offset + 4 + length])
+        values.append(raw[offset + 4 : offset + 4 + length])
         if len(values[-1]) != length:
             raise ProtocolError(f"input {name!r}: a BYTES element is cut short")
         offset += 4 + length
@@ -131,8 +131,11 @@ def outputs_json(request: dict, p_dog: list[float], labels: list[str]) -> tuple[
         binary = (item.get("parameters") or {}).get("binary_data", all_binary)
         tensor = {"name": name, "datatype": "FP32" if name == "p_dog" else "BYTES", "shape": [len(p_dog)]}
         if binary:
-            blob = (np.asarray(p_dog, "<f4").tobytes() if name == "p_dog"
-                    else b"".join(struct.pack("<I", len(x.encode())) + x.encode() for x in labels))
+            blob = (
+                np.asarray(p_dog, "<f4").tobytes()
+                if name == "p_dog"
+                else b"".join(struct.pack("<I", len(x.encode())) + x.encode() for x in labels)
+            )
             tensor["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
@@ -145,16 +148,25 @@ def respond(body: dict, blobs: list[bytes]) -> Response:
     header = json.dumps(body).encode()
     if not blobs:
         return Response(header, media_type="application/json")
-    return Response(header + b"".join(blobs), media_type="application/octet-stream",
-                    headers={HEADER_LENGTH: str(len(header))})
+    return Response(
+        header + b"".join(blobs), media_type="application/octet-stream", headers={HEADER_LENGTH: str(len(header))}
+    )
 
 
 def metadata(side: int, versions: list[str]) -> dict:
-    return {"name": MODEL, "versions": versions, "platform": "tensorflow_keras",
-            "inputs": [{"name": "image", "datatype": "BYTES", "shape": [-1]},
-                       {"name": "pixels", "datatype": "UINT8", "shape": [-1, side, side, 1]}],
-            "outputs": [{"name": "p_dog", "datatype": "FP32", "shape": [-1]},
-                        {"name": "label", "datatype": "BYTES", "shape": [-1]}]}
+    return {
+        "name": MODEL,
+        "versions": versions,
+        "platform": "tensorflow_keras",
+        "inputs": [
+            {"name": "image", "datatype": "BYTES", "shape": [-1]},
+            {"name": "pixels", "datatype": "UINT8", "shape": [-1, side, side, 1]},
+        ],
+        "outputs": [
+            {"name": "p_dog", "datatype": "FP32", "shape": [-1]},
+            {"name": "label", "datatype": "BYTES", "shape": [-1]},
+        ],
+    }
 
 
 def v2_probes(holder) -> APIRouter:
@@ -230,8 +242,12 @@ def v2_router(setup, holder, answering, admission) -> APIRouter:
             return error(busy.reason, 503, {"Retry-After": str(busy.retry_after)})
         except ProtocolError as problem:
             return error(str(problem), problem.status)
-        reply = {"model_name": MODEL, "model_version": served.version, **({"id": parsed["id"]} if "id" in parsed
-                                                                          else {}), **reply}
+        reply = {
+            "model_name": MODEL,
+            "model_version": served.version,
+            **({"id": parsed["id"]} if "id" in parsed else {}),
+            **reply,
+        }
         return respond(reply, blobs)
 
     return router
@@ -246,13 +262,17 @@ async def _body(request: Request, limit: int) -> bytes:
 
 async def _answer(tensors: list[Tensor], served, answering, started: float) -> list[float]:
     if len(tensors) != 1 or tensors[0].name not in ("image", "pixels"):
-        raise ProtocolError(f"send one input, 'image' (BYTES) or 'pixels' (UINT8 [N,{served.image_size},"
-                            f"{served.image_size},1]); got {[t.name for t in tensors]}")
+        raise ProtocolError(
+            f"send one input, 'image' (BYTES) or 'pixels' (UINT8 [N,{served.image_size},"
+            f"{served.image_size},1]); got {[t.name for t in tensors]}"
+        )
     tensor = tensors[0]
     if tensor.name == "image":
         if tensor.datatype != "BYTES" or len(tensor.shape) != 1 or tensor.shape[0] != len(tensor.values):
-            raise ProtocolError(f"input 'image': BYTES of shape [N] with N elements; got {tensor.datatype} "
-                                f"{tensor.shape} with {len(tensor.values)}")
+            raise ProtocolError(
+                f"input 'image': BYTES of shape [N] with N elements; got {tensor.datatype} "
+                f"{tensor.shape} with {len(tensor.values)}"
+            )
         if tensor.shape[0] > answering.setup.params.max_files:
             raise ProtocolError(f"input 'image': at most {answering.setup.params.max_files} images (serve.max_files)")
 
@@ -263,13 +283,20 @@ async def _answer(tensors: list[Tensor], served, answering, started: float) -> l
         results = await answering.answer(files(), served, started)
     else:
         side = served.image_size
-        if tensor.datatype != "UINT8" or tensor.shape[1:] != [side, side, 1] or len(tensor.shape) != 4 \
-                or tensor.values.size != int(np.prod(tensor.shape)):
-            raise ProtocolError(f"input 'pixels': UINT8 of shape [N,{side},{side},1] (the model's input) with as "
-                                f"many values; got {tensor.datatype} {tensor.shape} with {len(tensor.values)} values")
+        if (
+            tensor.datatype != "UINT8"
+            or tensor.shape[1:] != [side, side, 1]
+            or len(tensor.shape) != 4
+            or tensor.values.size != int(np.prod(tensor.shape))
+        ):
+            raise ProtocolError(
+                f"input 'pixels': UINT8 of shape [N,{side},{side},1] (the model's input) with as "
+                f"many values; got {tensor.datatype} {tensor.shape} with {len(tensor.values)} values"
+            )
         images = tensor.values.reshape(tensor.shape)[..., 0]
         results = await answering.answer_converted(
-            [answering.from_pixels(f"pixels[{i}]", image) for i, image in enumerate(images)], served, started)
+            [answering.from_pixels(f"pixels[{i}]", image) for i, image in enumerate(images)], served, started
+        )
     unreadable = [r for r in results if "error" in r]
     if unreadable:
         raise ProtocolError("; ".join(f"{r['file']}: {r['error']}" for r in unreadable))

@@ -58,15 +58,18 @@ def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
     if not len(positives) or not len(negatives):
         return float("nan")
     ranks = pd.Series(np.concatenate([positives, negatives])).rank().to_numpy()
-    return float((ranks[: len(positives)].sum() - len(positives) * (len(positives) + 1) / 2)
-                 / (len(positives) * len(negatives)))
+    return float(
+        (ranks[: len(positives)].sum() - len(positives) * (len(positives) + 1) / 2) / (len(positives) * len(negatives))
+    )
 
 
 def roc_curve(y_true: np.ndarray, score: np.ndarray, max_points: int = 200) -> pd.DataFrame:
     thresholds = np.unique(np.quantile(score, np.linspace(0, 1, max_points)))[::-1]
     positives, negatives = max(1, (y_true == 1).sum()), max(1, (y_true == 0).sum())
-    rows = [(((score >= t) & (y_true == 0)).sum() / negatives, ((score >= t) & (y_true == 1)).sum() / positives, t)
-            for t in thresholds]
+    rows = [
+        (((score >= t) & (y_true == 0)).sum() / negatives, ((score >= t) & (y_true == 1)).sum() / positives, t)
+        for t in thresholds
+    ]
     return pd.DataFrame([(0.0, 0.0, 1.0), *rows, (1.0, 1.0, 0.0)], columns=["fpr", "tpr", "threshold"])
 
 
@@ -76,8 +79,13 @@ def expected_calibration_error(y_true: np.ndarray, p_dog: np.ndarray, bins: int 
     correct = (p_dog >= 0.5).astype(int) == y_true
     edges = np.linspace(0.5, 1.0, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
-    return float(sum(abs(correct[which == b].mean() - confidence[which == b].mean()) * (which == b).mean()
-                     for b in range(bins) if (which == b).any()))
+    return float(
+        sum(
+            abs(correct[which == b].mean() - confidence[which == b].mean()) * (which == b).mean()
+            for b in range(bins)
+            if (which == b).any()
+        )
+    )
 
 
 def _rounded(metrics: dict) -> dict:
@@ -90,15 +98,25 @@ def _answers(model, reader: ShardReader, params: EvaluateParams) -> tuple[np.nda
     from catdog.model.network import predict_p_dog
 
     batches = ShardBatches(reader, params.batch_size, shuffle=False)
-    p_dog = predict_p_dog(model, (batches[i][0] for i in range(len(batches))), params.flip_tta) if len(reader) \
+    p_dog = (
+        predict_p_dog(model, (batches[i][0] for i in range(len(batches))), params.flip_tta)
+        if len(reader)
         else np.zeros(0)
+    )
     predicted = np.where(p_dog >= params.threshold, "dog", "cat")
     return p_dog, reader.index[["path", "label"]].rename(columns={"label": "actual"}).assign(
-        predicted=predicted, p_dog=p_dog.round(4))
+        predicted=predicted, p_dog=p_dog.round(4)
+    )
 
 
-def run(params: EvaluateParams, model_file: Path, preprocessed: Path, metrics_dir: Path, plots_dir: Path,
-        testset: Path | None = None) -> dict:
+def run(
+    params: EvaluateParams,
+    model_file: Path,
+    preprocessed: Path,
+    metrics_dir: Path,
+    plots_dir: Path,
+    testset: Path | None = None,
+) -> dict:
     """The model on the test split, and on the curated test set in `testset` when it has images
     (metrics under "test_source", answers in confusion_curated.csv)."""
     from catdog.model.network import load_model
@@ -108,8 +126,9 @@ def run(params: EvaluateParams, model_file: Path, preprocessed: Path, metrics_di
     p_dog, predictions = _answers(model, test, params)
     metrics = binary_metrics(test.labels, p_dog, params.threshold)
     rounded = _rounded(metrics)
-    curated = ShardReader(testset / "test") if testset is not None and (testset / "test" / "index.csv").exists() \
-        else None
+    curated = (
+        ShardReader(testset / "test") if testset is not None and (testset / "test" / "index.csv").exists() else None
+    )
     curated_answers = pd.DataFrame(columns=predictions.columns)
     if curated is not None and len(curated):
         curated_p_dog, curated_answers = _answers(model, curated, params)
@@ -125,6 +144,7 @@ def run(params: EvaluateParams, model_file: Path, preprocessed: Path, metrics_di
         roc_curve(test.labels.astype(int), p_dog).round(4).to_csv(tmp, index=False)
 
     from catdog.core import plots
+
     plots_dir.mkdir(parents=True, exist_ok=True)
     wrong = np.flatnonzero(predicted != test.index["label"].to_numpy())[: params.misclassified_shown]
     plots.misclassified_grid(test.images(wrong), predictions.iloc[wrong], plots_dir / "misclassified.png")
@@ -133,12 +153,16 @@ def run(params: EvaluateParams, model_file: Path, preprocessed: Path, metrics_di
     history = metrics_dir / "train_history.csv"
     if history.exists():
         plots.training_curves({"this run": pd.read_csv(history)}, plots_dir / "training_curves.png")
-    print("evaluate: " + ", ".join(f"{k} {rounded[k]}" for k in
-                                   ["accuracy", "accuracy_cat", "accuracy_dog", "roc_auc", "loss", "ece"]))
+    print(
+        "evaluate: "
+        + ", ".join(f"{k} {rounded[k]}" for k in ["accuracy", "accuracy_cat", "accuracy_dog", "roc_auc", "loss", "ece"])
+    )
     if "test_source" in rounded:
         on_set = rounded["test_source"]
-        print(f"evaluate: curated test set ({on_set['test_images']} images): accuracy {on_set['accuracy']}, "
-              f"cat {on_set['accuracy_cat']}, dog {on_set['accuracy_dog']}, ece {on_set['ece']}")
+        print(
+            f"evaluate: curated test set ({on_set['test_images']} images): accuracy {on_set['accuracy']}, "
+            f"cat {on_set['accuracy_cat']}, dog {on_set['accuracy_dog']}, ece {on_set['ece']}"
+        )
     print(f"evaluate: plots in {plots_dir}")
     return rounded
 

@@ -19,10 +19,16 @@ from catdog.data.sources import hashed_files, read_manifest
 
 
 def stage(params: Params, paths: ProjectPaths, progress: bool = True) -> intake.IngestResult:
-    return intake.ingest(params.ingest, paths.ingested, params.source_path(paths.root), progress=progress,
-                         snapshot=read_manifest(paths.source_manifest), hashed=hashed_files(paths.cache),
-                         store=FileStore(paths.cache / "ingested-files"),
-                         labelled=params.labelled_beside(paths.root))
+    return intake.ingest(
+        params.ingest,
+        paths.ingested,
+        params.source_path(paths.root),
+        progress=progress,
+        snapshot=read_manifest(paths.source_manifest),
+        hashed=hashed_files(paths.cache),
+        store=FileStore(paths.cache / "ingested-files"),
+        labelled=params.labelled_beside(paths.root),
+    )
 
 
 if __name__ == "__main__":

@@ -45,9 +45,9 @@ def split_of(sha256: str, val_fraction: float, test_fraction: float) -> str:
     return "train"
 
 
-
-def plan(params: PreprocessParams, validated: Path, held_out: set[str] = frozenset()
-         ) -> tuple[pd.DataFrame, list[ShardJob], int]:
+def plan(
+    params: PreprocessParams, validated: Path, held_out: set[str] = frozenset()
+) -> tuple[pd.DataFrame, list[ShardJob], int]:
     """Every accepted image with its split, shard and offset, the shards to write, and how many
     accepted images were left out because their content is in `held_out` (the curated test set)."""
     accepted = pd.read_csv(validated / "accepted.csv", dtype={"path": str, "sha256": str})
@@ -64,7 +64,6 @@ def array_cache(params: PreprocessParams, cache_dir: Path) -> reuse.ArrayCache:
     return reuse.ArrayCache(cache_dir / "preprocess-arrays", key, params.image_size)
 
 
-
 def finish(accepted: pd.DataFrame, params: PreprocessParams, folder: Path, held_out: int = 0) -> dict[str, int]:
     """The index of every split and meta.json, once all shards are in `folder`; `held_out` images
     were left out for the curated test set."""
@@ -76,18 +75,30 @@ def finish(accepted: pd.DataFrame, params: PreprocessParams, folder: Path, held_
         counts[split] = len(rows)
     empty = [split for split in ("train", "test") if counts[split] == 0]
     if empty:
-        raise CatdogError(f"the split left no {empty[0]} images ({counts}); "
-                          "ingest more images or change preprocess.test_fraction")
+        raise CatdogError(
+            f"the split left no {empty[0]} images ({counts}); ingest more images or change preprocess.test_fraction"
+        )
     meta = {"image_size": params.image_size, "resize": params.resize, "counts": counts}
     write_json(folder / "meta.json", {**meta, "held_out_for_test_source": held_out} if held_out else meta)
     if held_out:
-        print(f"preprocess: {held_out} accepted images are also in the curated test set (evaluate.test_source): "
-              "left out of train, val and test")
+        print(
+            f"preprocess: {held_out} accepted images are also in the curated test set (evaluate.test_source): "
+            "left out of train, val and test"
+        )
     return counts
 
 
-def run(params: PreprocessParams, validated: Path, ingested: Path, out_dir: Path, progress: bool = True,
-        cache_dir: Path | None = None, held_out: set[str] = frozenset(), *, max_pixels: int) -> PreprocessResult:
+def run(
+    params: PreprocessParams,
+    validated: Path,
+    ingested: Path,
+    out_dir: Path,
+    progress: bool = True,
+    cache_dir: Path | None = None,
+    held_out: set[str] = frozenset(),
+    *,
+    max_pixels: int,
+) -> PreprocessResult:
     """Convert every accepted image; with `cache_dir`, images converted in an earlier run (same content,
     size, resize and image code) are read back instead, and the cache keeps this run's images only."""
     from tqdm import tqdm
@@ -97,8 +108,9 @@ def run(params: PreprocessParams, validated: Path, ingested: Path, out_dir: Path
     cached = set(accepted["sha256"]) & cache.held() if cache else set()
     todo = [job.to_convert(cached) for job in jobs]
     converted = sum(map(len, todo))
-    convert = partial(conversion.convert_image, root=ingested, size=params.image_size, resize=params.resize,
-                      max_pixels=max_pixels)
+    convert = partial(
+        conversion.convert_image, root=ingested, size=params.image_size, resize=params.resize, max_pixels=max_pixels
+    )
     workers = min(params.workers, max(1, converted // 128))
 
     def write(job: ShardJob, paths: list[str]) -> None:
@@ -106,9 +118,12 @@ def run(params: PreprocessParams, validated: Path, ingested: Path, out_dir: Path
 
     # One process pool converts for every shard, which keeps both cores busy to the end; shards are
     # written two at a time, since copying the cached images is the kernel's work (the GIL is let go).
-    with process_map(convert, workers) as convert_all, atomic_dir(out_dir) as tmp, \
-            tqdm(total=len(accepted), desc="preprocess", unit="img", disable=not progress) as bar, \
-            ThreadPoolExecutor(2) as threads:
+    with (
+        process_map(convert, workers) as convert_all,
+        atomic_dir(out_dir) as tmp,
+        tqdm(total=len(accepted), desc="preprocess", unit="img", disable=not progress) as bar,
+        ThreadPoolExecutor(2) as threads,
+    ):
         list(threads.map(write, jobs, todo))
         counts = finish(accepted, params, tmp, held_out=held)
     print(f"preprocess: {counts} at {params.image_size}x{params.image_size} ({params.resize}) -> {out_dir}")
@@ -119,8 +134,16 @@ def run(params: PreprocessParams, validated: Path, ingested: Path, out_dir: Path
 
 
 def stage(params: Params, paths: ProjectPaths, progress: bool = True) -> PreprocessResult:
-    return run(params.preprocess, paths.validated, paths.ingested, paths.preprocessed, progress=progress,
-               cache_dir=paths.cache, held_out=hashes(paths.testset), max_pixels=params.validate.max_pixels)
+    return run(
+        params.preprocess,
+        paths.validated,
+        paths.ingested,
+        paths.preprocessed,
+        progress=progress,
+        cache_dir=paths.cache,
+        held_out=hashes(paths.testset),
+        max_pixels=params.validate.max_pixels,
+    )
 
 
 def hashes(testset: Path) -> set[str]:

@@ -35,17 +35,24 @@ from catdog.serving.servable import servable_problem
 def code_revision(project_dir: Path) -> str:
     """The git commit of the code, '+dirty' when uncommitted changes exist; 'unknown' outside git."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_dir, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=project_dir,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=project_dir, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=project_dir,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git repository)"
     return commit + ("+dirty" if dirty else "")
 
 
-def production_answers(registry: Registry, production: str, files: list[Path], max_pixels: int
-                       ) -> tuple[np.ndarray | None, str | None]:
+def production_answers(
+    registry: Registry, production: str, files: list[Path], max_pixels: int
+) -> tuple[np.ndarray | None, str | None]:
     """Production's labels for `files`, or None and why it cannot answer (file missing or damaged)."""
     from catdog.serving.predict import load_for_prediction, predict_files
 
@@ -53,8 +60,15 @@ def production_answers(registry: Registry, production: str, files: list[Path], m
         loaded = load_for_prediction(registry, production)
     except (RegistryError, OSError, ValueError) as error:
         return None, str(error)
-    results = predict_files(loaded.model, files, loaded.image_size, loaded.resize, loaded.threshold,
-                            flip=loaded.flip_tta, max_pixels=max_pixels)
+    results = predict_files(
+        loaded.model,
+        files,
+        loaded.image_size,
+        loaded.resize,
+        loaded.threshold,
+        flip=loaded.flip_tta,
+        max_pixels=max_pixels,
+    )
     unreadable = [r.path for r in results if r.error]
     if unreadable:
         return None, f"{len(unreadable)} test images are unreadable, e.g. {unreadable[0]}"
@@ -75,8 +89,16 @@ def gate_images(metrics_dir: Path, ingested: Path, testset: Path | None) -> tupl
     return TEST_SPLIT, pd.read_csv(metrics_dir / "confusion.csv"), ingested
 
 
-def run(params: Params, project_dir: Path, model_dir: Path, metrics_dir: Path, ingested: Path,
-        registry: Registry, validated: Path, testset: Path | None = None) -> Decision:
+def run(
+    params: Params,
+    project_dir: Path,
+    model_dir: Path,
+    metrics_dir: Path,
+    ingested: Path,
+    registry: Registry,
+    validated: Path,
+    testset: Path | None = None,
+) -> Decision:
     metrics = read_json(metrics_dir / "evaluate.json")
     trained = read_json(model_dir / "train.json")
     judged_on, answers, files = gate_images(metrics_dir, ingested, testset)
@@ -84,8 +106,9 @@ def run(params: Params, project_dir: Path, model_dir: Path, metrics_dir: Path, i
     production = registry.state()["production"]
     paired, unscorable = None, None
     if production is not None:
-        labels, unscorable = production_answers(registry, production, [files / path for path in answers["path"]],
-                                                params.validate.max_pixels)
+        labels, unscorable = production_answers(
+            registry, production, [files / path for path in answers["path"]], params.validate.max_pixels
+        )
         if labels is not None:
             actual = answers["actual"].to_numpy()
             paired = gate.compare(answers["predicted"].to_numpy() == actual, labels == actual, production)
@@ -107,25 +130,42 @@ def run(params: Params, project_dir: Path, model_dir: Path, metrics_dir: Path, i
         "code_revision": code_revision(project_dir),
     }
     profile = pd.read_csv(validated / "accepted.csv", usecols=drift.PROFILE_COLUMNS)[drift.PROFILE_COLUMNS]
-    decision = registry.register(model_dir / "model.keras", card, verdict, compared_with=production,
-                                 data_profile=profile, test_predictions=answers[["path", "actual", "p_dog"]])
-    write_json(metrics_dir / "register.json", {
-        "version": decision.version,
-        "production": decision.production,
-        "reason": decision.reason,
-        "production_version": registry.state()["production"],
-        "accuracy": round(accuracy, 4),
-        "judged_on": judged_on,
-        "comparison": paired.to_dict() if paired else None,
-    })
+    decision = registry.register(
+        model_dir / "model.keras",
+        card,
+        verdict,
+        compared_with=production,
+        data_profile=profile,
+        test_predictions=answers[["path", "actual", "p_dog"]],
+    )
+    write_json(
+        metrics_dir / "register.json",
+        {
+            "version": decision.version,
+            "production": decision.production,
+            "reason": decision.reason,
+            "production_version": registry.state()["production"],
+            "accuracy": round(accuracy, 4),
+            "judged_on": judged_on,
+            "comparison": paired.to_dict() if paired else None,
+        },
+    )
     verdict_word = "PRODUCTION" if decision.production else "candidate"
     print(f"register: {decision.version} is {verdict_word}: {decision.reason}")
     return decision
 
 
 def stage(params: Params, paths: ProjectPaths, progress: bool = True) -> Decision:
-    return run(params, paths.root, paths.model_dir, paths.metrics, paths.ingested, Registry(paths.registry),
-               paths.validated, paths.testset)
+    return run(
+        params,
+        paths.root,
+        paths.model_dir,
+        paths.metrics,
+        paths.ingested,
+        Registry(paths.registry),
+        paths.validated,
+        paths.testset,
+    )
 
 
 if __name__ == "__main__":

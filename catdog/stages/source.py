@@ -68,26 +68,34 @@ class Changes:
 
     def to_dict(self, examples: int = 10) -> dict:
         added_labels = pd.Series([label_from_path(name) or "no label" for name in self.added], dtype=object)
-        return {"added": len(self.added), "removed": len(self.removed), "changed": len(self.changed),
-                "added_by_label": {str(k): int(v) for k, v in added_labels.value_counts().sort_index().items()},
-                "examples": {"added": self.added[:examples], "removed": self.removed[:examples],
-                             "changed": self.changed[:examples]}}
+        return {
+            "added": len(self.added),
+            "removed": len(self.removed),
+            "changed": len(self.changed),
+            "added_by_label": {str(k): int(v) for k, v in added_labels.value_counts().sort_index().items()},
+            "examples": {
+                "added": self.added[:examples],
+                "removed": self.removed[:examples],
+                "changed": self.changed[:examples],
+            },
+        }
 
 
 # ---------------------------------------------------------------- listing
 
 
-
-def _row(name: str, path: str | Path, cache: StatCache, max_bytes: int, stat: os.stat_result | None = None
-         ) -> tuple[str, int, str]:
+def _row(
+    name: str, path: str | Path, cache: StatCache, max_bytes: int, stat: os.stat_result | None = None
+) -> tuple[str, int, str]:
     stat = stat or os.stat(path)
     if not S_ISREG(stat.st_mode) or stat.st_size > max_bytes:
         return name, stat.st_size, NOT_HASHED
     return name, stat.st_size, cache.sha256(name, path, stat)
 
 
-def list_source(source: Path | None, params: IngestParams, cache: StatCache, labelled: Path | None = None
-                ) -> pd.DataFrame:
+def list_source(
+    source: Path | None, params: IngestParams, cache: StatCache, labelled: Path | None = None
+) -> pd.DataFrame:
     """The manifest rows of a folder (every file), an archive (the archive itself) or the embedded set;
     with `labelled` (monitor.labelled beside an archive or the embedded set), that folder's files too,
     named `labelled/...`."""
@@ -117,8 +125,10 @@ def _source_rows(source: Path | None, params: IngestParams, cache: StatCache) ->
     elif source.is_file():
         rows = [_row(source.name, source, cache, 2**63)]
     elif not source.exists():
-        raise SourceError(f"ingest.source: {source} does not exist (any more); the previous outputs and the "
-                          "registry are untouched (fix: restore it, or point ingest.source at the new place)")
+        raise SourceError(
+            f"ingest.source: {source} does not exist (any more); the previous outputs and the "
+            "registry are untouched (fix: restore it, or point ingest.source at the new place)"
+        )
     else:
         raise SourceError(f"ingest.source: {source} is neither a folder nor a file")
     return rows
@@ -127,10 +137,11 @@ def _source_rows(source: Path | None, params: IngestParams, cache: StatCache) ->
 def changes_between(old: pd.DataFrame | None, new: pd.DataFrame) -> Changes:
     old_hashes = {} if old is None else dict(zip(old["path"], old["sha256"]))
     new_hashes = dict(zip(new["path"], new["sha256"]))
-    return Changes(added=[p for p in new_hashes if p not in old_hashes],
-                   removed=[p for p in old_hashes if p not in new_hashes],
-                   changed=[p for p, h in new_hashes.items() if p in old_hashes and old_hashes[p] != h])
-
+    return Changes(
+        added=[p for p in new_hashes if p not in old_hashes],
+        removed=[p for p in old_hashes if p not in new_hashes],
+        changed=[p for p, h in new_hashes.items() if p in old_hashes and old_hashes[p] != h],
+    )
 
 
 # ---------------------------------------------------------------- the stage
@@ -144,23 +155,30 @@ class SourceResult:
     held_back: bool  # changes below ingest.min_changed_files: the previous manifest stays
 
 
-def run(params: IngestParams, source: Path | None, manifest_file: Path, cache_dir: Path,
-        labelled: Path | None = None) -> SourceResult:
+def run(
+    params: IngestParams, source: Path | None, manifest_file: Path, cache_dir: Path, labelled: Path | None = None
+) -> SourceResult:
     """List the source (and `labelled` beside it) into `manifest_file`; a change smaller than
     `min_changed_files` is held back (the previous manifest stays, so nothing downstream reruns)
     until enough have gathered."""
     if source is not None and source.is_dir() and not os.access(source, os.R_OK | os.X_OK):
-        raise SourceError(f"ingest.source: {source} is not readable by this user; the previous outputs and the "
-                          "registry are untouched (fix: its permissions)")
+        raise SourceError(
+            f"ingest.source: {source} is not readable by this user; the previous outputs and the "
+            "registry are untouched (fix: its permissions)"
+        )
     cache = StatCache(cache_dir / STAT_CACHE)
     try:
         listing = list_source(source, params, cache, labelled)
     except PermissionError as error:
-        raise SourceError(f"ingest.source: cannot read {error.filename}: permission denied; the previous outputs "
-                          "and the registry are untouched (fix: its permissions, or remove it)") from None
+        raise SourceError(
+            f"ingest.source: cannot read {error.filename}: permission denied; the previous outputs "
+            "and the registry are untouched (fix: its permissions, or remove it)"
+        ) from None
     if source is not None and source.is_file() and not (zipfile.is_zipfile(source) or _is_tar(source)):
-        raise SourceError(f"ingest.source: {source} is neither a folder nor a .zip/.tar/.tar.gz archive "
-                          f"(fix: point it at one, or use '{EMBEDDED_SOURCE}')")
+        raise SourceError(
+            f"ingest.source: {source} is neither a folder nor a .zip/.tar/.tar.gz archive "
+            f"(fix: point it at one, or use '{EMBEDDED_SOURCE}')"
+        )
     previous = read_manifest(manifest_file)
     changes = changes_between(previous, listing)
     held_back = previous is not None and 0 < changes.count < params.min_changed_files
@@ -168,22 +186,29 @@ def run(params: IngestParams, source: Path | None, manifest_file: Path, cache_di
         with atomic_path(manifest_file) as tmp:
             listing.to_csv(tmp, index=False)
     cache.save()
-    write_json(cache_dir / "source-changes.json", {"source": source_name(source), "files": len(listing),
-                                                   "held_back": held_back, **changes.to_dict()})
+    write_json(
+        cache_dir / "source-changes.json",
+        {"source": source_name(source), "files": len(listing), "held_back": held_back, **changes.to_dict()},
+    )
     if held_back:
-        print(f"source: {changes.summary()} in {source_name(source)}: fewer than ingest.min_changed_files "
-              f"({params.min_changed_files}), so the pipeline keeps the previous snapshot for now")
+        print(
+            f"source: {changes.summary()} in {source_name(source)}: fewer than ingest.min_changed_files "
+            f"({params.min_changed_files}), so the pipeline keeps the previous snapshot for now"
+        )
     else:
-        print(f"source: {len(listing):,} files in {source_name(source)}; {changes.summary()} since the last run"
-              + (f" ({cache.hashed:,} hashed)" if cache.hashed else ""))
+        print(
+            f"source: {len(listing):,} files in {source_name(source)}; {changes.summary()} since the last run"
+            + (f" ({cache.hashed:,} hashed)" if cache.hashed else "")
+        )
     return SourceResult(len(listing), changes, cache.hashed, held_back)
 
 
 def list_test_source(params: IngestParams, test_source: Path | None, manifest_file: Path, cache_dir: Path) -> None:
     """The manifest of evaluate.test_source (empty without one), so DVC sees the curated set change."""
     cache = StatCache(cache_dir / TEST_STAT_CACHE)
-    listing = (list_source(test_source, params, cache) if test_source is not None
-               else pd.DataFrame(columns=MANIFEST_COLUMNS))
+    listing = (
+        list_source(test_source, params, cache) if test_source is not None else pd.DataFrame(columns=MANIFEST_COLUMNS)
+    )
     with atomic_path(manifest_file) as tmp:
         listing.to_csv(tmp, index=False)
     cache.save()
@@ -197,8 +222,13 @@ def _is_tar(path: Path) -> bool:
 
 def stage(params: Params, paths: ProjectPaths, progress: bool = True) -> SourceResult:
     lockfile.keep_good_copy(paths)
-    result = run(params.ingest, params.source_path(paths.root), paths.source_manifest, paths.cache,
-                 params.labelled_beside(paths.root))
+    result = run(
+        params.ingest,
+        params.source_path(paths.root),
+        paths.source_manifest,
+        paths.cache,
+        params.labelled_beside(paths.root),
+    )
     list_test_source(params.ingest, params.test_source_path(paths.root), paths.test_source_manifest, paths.cache)
     return result
 

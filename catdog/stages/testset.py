@@ -32,8 +32,9 @@ from catdog.data import conversion, intake, shards, validation
 from catdog.data.sources import read_manifest
 
 
-def run(params: Params, test_source: Path | None, snapshot: pd.DataFrame | None, out_dir: Path,
-        progress: bool = True) -> dict:
+def run(
+    params: Params, test_source: Path | None, snapshot: pd.DataFrame | None, out_dir: Path, progress: bool = True
+) -> dict:
     with atomic_dir(out_dir) as tmp:
         (tmp / "test").mkdir()
         if test_source is None:
@@ -43,8 +44,10 @@ def run(params: Params, test_source: Path | None, snapshot: pd.DataFrame | None,
             meta = _build(params, test_source, snapshot, tmp, progress)
         write_json(tmp / "meta.json", meta)
     if meta["source"]:
-        print(f"testset: {meta['images']} images ({meta['cat']} cat, {meta['dog']} dog) from {meta['source']}, "
-              f"{meta['rejected']} rejected")
+        print(
+            f"testset: {meta['images']} images ({meta['cat']} cat, {meta['dog']} dog) from {meta['source']}, "
+            f"{meta['rejected']} rejected"
+        )
     else:
         print("testset: no evaluate.test_source: the gate judges on the test split")
     return meta
@@ -52,28 +55,45 @@ def run(params: Params, test_source: Path | None, snapshot: pd.DataFrame | None,
 
 def _build(params: Params, test_source: Path, snapshot: pd.DataFrame | None, folder: Path, progress: bool) -> dict:
     try:
-        intake.ingest(dataclasses.replace(params.ingest, max_per_class=None), folder / "ingested", test_source,
-                   progress=progress, snapshot=snapshot)
-        result = validation.validate(params.validate, folder / "ingested", folder / "validated", folder / "validate.json",
-                              progress=progress)
+        intake.ingest(
+            dataclasses.replace(params.ingest, max_per_class=None),
+            folder / "ingested",
+            test_source,
+            progress=progress,
+            snapshot=snapshot,
+        )
+        result = validation.validate(
+            params.validate, folder / "ingested", folder / "validated", folder / "validate.json", progress=progress
+        )
     except CatdogError as error:
         raise CatdogError(f"evaluate.test_source {test_source}: {error}") from None
     accepted = result.accepted.sort_values("sha256", ignore_index=True)
     index = shards.layout(accepted, params.preprocess.shard_size)
     for job in conversion.jobs(index, split="test"):
-        conversion.convert_shard(job, params.preprocess, folder / "ingested", folder,
-                                 max_pixels=params.validate.max_pixels)
+        conversion.convert_shard(
+            job, params.preprocess, folder / "ingested", folder, max_pixels=params.validate.max_pixels
+        )
     shards.write_index(index, folder / "test")
     counts = accepted["label"].value_counts()
-    return {"source": str(test_source), "images": len(index), "cat": int(counts.get("cat", 0)),
-            "dog": int(counts.get("dog", 0)), "rejected": int(result.counts["rejected"]),
-            "image_size": params.preprocess.image_size, "resize": params.preprocess.resize}
-
+    return {
+        "source": str(test_source),
+        "images": len(index),
+        "cat": int(counts.get("cat", 0)),
+        "dog": int(counts.get("dog", 0)),
+        "rejected": int(result.counts["rejected"]),
+        "image_size": params.preprocess.image_size,
+        "resize": params.preprocess.resize,
+    }
 
 
 def stage(params: Params, paths: ProjectPaths, progress: bool = True) -> dict:
-    return run(params, params.test_source_path(paths.root), read_manifest(paths.test_source_manifest),
-               paths.testset, progress=progress)
+    return run(
+        params,
+        params.test_source_path(paths.root),
+        read_manifest(paths.test_source_manifest),
+        paths.testset,
+        progress=progress,
+    )
 
 
 if __name__ == "__main__":

@@ -67,17 +67,16 @@ def data_fingerprint(preprocessed: Path) -> str:
     return digest.hexdigest()
 
 
-
 def class_weights(labels: np.ndarray) -> dict[int, float]:
     """Inverse-frequency weights (n / (2 * n_class)): each class counts as much in the loss."""
     counts = np.bincount(labels.astype(int), minlength=2)
     return {c: float(len(labels) / (2 * counts[c])) if counts[c] else 1.0 for c in (0, 1)}
 
 
-
 @dataclass(frozen=True)
 class Phase:
     """Epochs [first_epoch, last_epoch) (Keras' initial_epoch and epochs) at one image size."""
+
     image_size: int
     first_epoch: int
     last_epoch: int
@@ -88,8 +87,10 @@ def phases(params: TrainParams, image_size: int) -> list[Phase]:
     """Progressive resizing: the warm-up sizes first, then `epochs` at the full size."""
     warmup_rate = params.warmup_learning_rate or params.learning_rate
     plan, first = [], 0
-    for size, epochs, rate in [*zip(params.warmup_sizes, params.warmup_epochs, [warmup_rate] * len(params.warmup_sizes)),
-                               (image_size, params.epochs, params.learning_rate)]:
+    for size, epochs, rate in [
+        *zip(params.warmup_sizes, params.warmup_epochs, [warmup_rate] * len(params.warmup_sizes)),
+        (image_size, params.epochs, params.learning_rate),
+    ]:
         plan.append(Phase(size, first, first + epochs, rate))
         first += epochs
     return plan
@@ -154,32 +155,50 @@ def run(params: TrainParams, preprocessed: Path, model_dir: Path, checkpoints: P
     plan, run_dir = phases(params, image_size), checkpoint_folder(params, fingerprint, checkpoints)
     with strategy.scope():
         model, resumed = start_or_resume(params, plan[0], precision, run_dir)
-    setup = TrainingRun(params, plan, precision, strategy, ShardReader(preprocessed / "train"),
-                        ShardReader(preprocessed / "val"), run_dir, resumed)
+    setup = TrainingRun(
+        params,
+        plan,
+        precision,
+        strategy,
+        ShardReader(preprocessed / "train"),
+        ShardReader(preprocessed / "val"),
+        run_dir,
+        resumed,
+    )
     _announce(setup, model)
     started = time.perf_counter()
     fitted = fit_phases(model, setup)
     fitted.seconds = time.perf_counter() - started
     restore_best_epoch(fitted.model, fitted.final_callbacks)
-    result = save_model(fitted, setup, model_dir, metrics_dir, {"data_fingerprint": fingerprint, "precision": precision,
-                                                               "precision_reason": why})
-    print(f"train: done in {fitted.seconds:.0f} s ({result.images_per_second} img/s at full size) -> "
-          f"{model_dir / 'model.keras'}")
+    result = save_model(
+        fitted,
+        setup,
+        model_dir,
+        metrics_dir,
+        {"data_fingerprint": fingerprint, "precision": precision, "precision_reason": why},
+    )
+    print(
+        f"train: done in {fitted.seconds:.0f} s ({result.images_per_second} img/s at full size) -> "
+        f"{model_dir / 'model.keras'}"
+    )
     return result
 
 
 def _announce(setup: TrainingRun, model: keras.Model) -> None:
     params, size = setup.params, setup.image_size
     warmup = "".join(f", {p.last_epoch - p.first_epoch} warm-up epoch(s) at {p.image_size}" for p in setup.plan[:-1])
-    print(f"train: {len(setup.train)} train / {len(setup.val)} val images at {size}x{size}, "
-          f"{model.count_params():,} parameters at {model.input_shape[1]}, {params.epochs} epoch(s){warmup}, "
-          f"batch {params.batch_size}, {setup.strategy.num_replicas_in_sync} replica(s)")
+    print(
+        f"train: {len(setup.train)} train / {len(setup.val)} val images at {size}x{size}, "
+        f"{model.count_params():,} parameters at {model.input_shape[1]}, {params.epochs} epoch(s){warmup}, "
+        f"batch {params.batch_size}, {setup.strategy.num_replicas_in_sync} replica(s)"
+    )
 
 
 def checkpoint_folder(params: TrainParams, fingerprint: str, checkpoints: Path) -> Path:
     """The folder of this run's epoch checkpoints, keyed by the params and the data; others are stale."""
-    key = hashlib.sha256(json.dumps({"params": asdict(params), "data": fingerprint},
-                                    sort_keys=True).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        json.dumps({"params": asdict(params), "data": fingerprint}, sort_keys=True).encode()
+    ).hexdigest()[:16]
     run_dir = checkpoints / key
     for stale in checkpoints.glob("*") if checkpoints.exists() else []:
         if stale != run_dir:
@@ -204,8 +223,14 @@ def fit_phases(model: keras.Model, setup: TrainingRun) -> Fitted:
     """Each phase's epochs at its image size, the weights carried up between phases; with the
     full-size throughput, the callbacks that watched the full-size epochs, and the share of each
     size's step time spent waiting for data."""
-    params, plan, train, val, run_dir, resumed = (setup.params, setup.plan, setup.train, setup.val, setup.run_dir,
-                                                  setup.resumed)
+    params, plan, train, val, run_dir, resumed = (
+        setup.params,
+        setup.plan,
+        setup.train,
+        setup.val,
+        setup.run_dir,
+        setup.resumed,
+    )
     epoch_sizes = [p.image_size for p in plan for _ in range(p.first_epoch, p.last_epoch)]
     budget = TimeBudget(params.max_minutes, epoch_sizes, run_dir / "budget.json") if params.max_minutes else None
     augment = augmentation(params.seed, params.random_resized_crop) if params.augment else None
@@ -223,14 +248,21 @@ def fit_phases(model: keras.Model, setup: TrainingRun) -> Fitted:
             print(f"train: no time left for the epochs at {phase.image_size}; the weights are carried over")
             continue
         is_final = phase is plan[-1]
-        batches = ShardBatches(train, params.batch_size, shuffle=True, seed=params.seed,
-                               start_epoch=max(phase.first_epoch, resumed), augment=augment,
-                               image_size=phase.image_size)
+        batches = ShardBatches(
+            train,
+            params.batch_size,
+            shuffle=True,
+            seed=params.seed,
+            start_epoch=max(phase.first_epoch, resumed),
+            augment=augment,
+            image_size=phase.image_size,
+        )
         wait = InputWait(batches)
         model.fit(
             batches,
-            validation_data=ShardBatches(val, params.batch_size, shuffle=False,
-                                         image_size=phase.image_size) if len(val) else None,
+            validation_data=ShardBatches(val, params.batch_size, shuffle=False, image_size=phase.image_size)
+            if len(val)
+            else None,
             epochs=phase.last_epoch,
             initial_epoch=max(phase.first_epoch, resumed),
             class_weight=class_weights(train.labels) if params.class_weight == "balanced" else None,
@@ -240,8 +272,19 @@ def fit_phases(model: keras.Model, setup: TrainingRun) -> Fitted:
                 EpochCheckpoint(run_dir),
                 *([throughput] if is_final else []),
                 *([budget] if budget else []),
-                *([DecayToZero(params.lr_schedule, phase.learning_rate, steps_per_epoch,
-                               len(epoch_sizes) * steps_per_epoch, budget)] if params.lr_schedule != "constant" else []),
+                *(
+                    [
+                        DecayToZero(
+                            params.lr_schedule,
+                            phase.learning_rate,
+                            steps_per_epoch,
+                            len(epoch_sizes) * steps_per_epoch,
+                            budget,
+                        )
+                    ]
+                    if params.lr_schedule != "constant"
+                    else []
+                ),
                 *(final_callbacks if is_final else []),
             ],
             verbose=1 if sys.stdout.isatty() else 2,
@@ -262,7 +305,9 @@ def save_model(fitted: Fitted, setup: TrainingRun, model_dir: Path, metrics_dir:
     metrics_dir.mkdir(parents=True, exist_ok=True)
     history.to_csv(metrics_dir / "train_history.csv", index=False)
     full_size = history[history["image_size"] == image_size]
-    best = full_size.loc[full_size["val_loss"].idxmin(), "epoch"] if full_size["val_loss"].notna().any() else len(history)
+    best = (
+        full_size.loc[full_size["val_loss"].idxmin(), "epoch"] if full_size["val_loss"].notna().any() else len(history)
+    )
     result = TrainResult(
         epochs=len(history),
         best_epoch=int(best) if params.early_stopping_patience else len(history),
@@ -271,15 +316,25 @@ def save_model(fitted: Fitted, setup: TrainingRun, model_dir: Path, metrics_dir:
         parameters=int(model.count_params()),
         resumed_from_epoch=setup.resumed,
     )
-    write_json(model_dir / "train.json", {**asdict(result), "image_size": image_size, **facts,
-                                          "input_wait_share": fitted.input_wait})
+    write_json(
+        model_dir / "train.json",
+        {**asdict(result), "image_size": image_size, **facts, "input_wait_share": fitted.input_wait},
+    )
     shutil.rmtree(run_dir, ignore_errors=True)
     return result
 
 
 def _build(params: TrainParams, phase: Phase, precision: str) -> keras.Model:
-    return build_model(phase.image_size, phase.learning_rate, params.dropout, params.flatten_dense_lr_scale,
-                       params.center_inputs, precision, params.label_smoothing, params.ema_momentum)
+    return build_model(
+        phase.image_size,
+        phase.learning_rate,
+        params.dropout,
+        params.flatten_dense_lr_scale,
+        params.center_inputs,
+        precision,
+        params.label_smoothing,
+        params.ema_momentum,
+    )
 
 
 def _grown(model: keras.Model, params: TrainParams, phase: Phase, precision: str) -> keras.Model:

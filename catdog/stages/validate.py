@@ -18,9 +18,15 @@ from catdog.registry.store import Registry
 
 
 def stage(params: Params, paths: ProjectPaths, progress: bool = True) -> validation.ValidationResult:
-    return validation.validate(params.validate, paths.ingested, paths.validated, paths.metrics / "validate.json",
-                               progress=progress, cache_dir=paths.cache,
-                               production=Registry(paths.registry).production_data())
+    return validation.validate(
+        params.validate,
+        paths.ingested,
+        paths.validated,
+        paths.metrics / "validate.json",
+        progress=progress,
+        cache_dir=paths.cache,
+        production=Registry(paths.registry).production_data(),
+    )
 
 
 if __name__ == "__main__":
