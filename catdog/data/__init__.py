@@ -1,1 +1,2 @@
-"""Data helpers the stages share: reading sources, intake, validation, images, shards and their conversion, the per-image caches (reuse), drift, Data Docs."""
+"""Data helpers the stages share: reading sources, intake, validation, images, shards and their
+conversion, the per-image caches (reuse), drift, Data Docs."""

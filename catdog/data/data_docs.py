@@ -37,14 +37,19 @@ class CachedIndexPageView(_KeepsCompiled, DefaultJinjaIndexPageView):
 
 def site_config(docs_dir: Path, template_cache: Path | None) -> dict:
     """A SiteBuilder writing to `docs_dir`; with `template_cache`, compiled templates are kept there."""
+
     def view(name: str) -> dict:
-        return {"module_name": __name__, "class_name": name,
-                "template_cache": str(template_cache) if template_cache else None}
+        return {
+            "module_name": __name__,
+            "class_name": name,
+            "template_cache": str(template_cache) if template_cache else None,
+        }
 
     return {
         "class_name": "SiteBuilder",
         "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
         "site_index_builder": {"class_name": "DefaultSiteIndexBuilder", "view": view("CachedIndexPageView")},
-        "site_section_builders": {section: {"view": view("CachedPageView")}
-                                  for section in ("expectations", "validations", "profiling")},
+        "site_section_builders": {
+            section: {"view": view("CachedPageView")} for section in ("expectations", "validations", "profiling")
+        },
     }

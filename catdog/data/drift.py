@@ -16,8 +16,13 @@ import numpy as np
 import pandas as pd
 
 PROFILE_COLUMNS = ["sha256", "label", "width", "height", "brightness", "contrast"]
-PROPERTIES = {"width": "image width", "height": "image height", "aspect": "aspect ratio",
-              "brightness": "brightness", "contrast": "contrast"}
+PROPERTIES = {
+    "width": "image width",
+    "height": "image height",
+    "aspect": "aspect ratio",
+    "brightness": "brightness",
+    "contrast": "contrast",
+}
 BINS = 10  # production's deciles
 MIN_NEW_IMAGES = 20  # fewer make a histogram too noisy to call drift
 MAX_SHARE_CHANGE = 0.10  # dog share or rejection rate moving more than this (beyond chance) is drift
@@ -47,15 +52,25 @@ class DriftReport:
         if self.reference is None:
             return "no production model yet: nothing to compare the data with"
         if self.new_images < MIN_NEW_IMAGES:
-            return (f"{self.new_images} images new since production {self.reference}'s training data: "
-                    f"too few to judge drift ({MIN_NEW_IMAGES} needed)")
+            return (
+                f"{self.new_images} images new since production {self.reference}'s training data: "
+                f"too few to judge drift ({MIN_NEW_IMAGES} needed)"
+            )
         if not self.findings:
             return f"no drift: the {self.new_images} new images look like production {self.reference}'s training data"
-        return f"drift in the {self.new_images} new images vs production {self.reference}'s: " + "; ".join(self.findings)
+        return f"drift in the {self.new_images} new images vs production {self.reference}'s: " + "; ".join(
+            self.findings
+        )
 
     def to_dict(self) -> dict:
-        return {"reference": self.reference, "new_images": self.new_images, "drifted": self.drifted,
-                "findings": self.findings, "kl_divergence": self.divergences, "summary": self.summary()}
+        return {
+            "reference": self.reference,
+            "new_images": self.new_images,
+            "drifted": self.drifted,
+            "findings": self.findings,
+            "kl_divergence": self.divergences,
+            "summary": self.summary(),
+        }
 
 
 def _with_aspect(frame: pd.DataFrame) -> pd.DataFrame:
@@ -91,14 +106,22 @@ def expectations(reference: pd.DataFrame, threshold: float, new_images: int) -> 
     dogs = float((reference["label"] == "dog").mean())
     tolerance = share_allowance(dogs, new_images)
     # tail_weight_holdout: values outside production's range count as a little mass, not infinite divergence
-    return [E.ExpectColumnKLDivergenceToBeLessThan(column=column, partition_object=partition(reference[column]),
-                                                   threshold=threshold, tail_weight_holdout=0.01)
-            for column in PROPERTIES] + [
-        E.ExpectColumnMeanToBeBetween(column="is_dog", min_value=dogs - tolerance, max_value=dogs + tolerance)]
+    return [
+        E.ExpectColumnKLDivergenceToBeLessThan(
+            column=column, partition_object=partition(reference[column]), threshold=threshold, tail_weight_holdout=0.01
+        )
+        for column in PROPERTIES
+    ] + [E.ExpectColumnMeanToBeBetween(column="is_dog", min_value=dogs - tolerance, max_value=dogs + tolerance)]
 
 
-def compare_with_production(accepted: pd.DataFrame, rejected_share: float, production: ProductionData | None,
-                            check, max_kl: float, labels_are: str = "dogs") -> DriftReport:
+def compare_with_production(
+    accepted: pd.DataFrame,
+    rejected_share: float,
+    production: ProductionData | None,
+    check,
+    max_kl: float,
+    labels_are: str = "dogs",
+) -> DriftReport:
     """`check(name, frame, expectations)` runs a GX suite and returns its expectation results.
     `labels_are` names what the `label` column's dog share is (served images: the model's answers)."""
     if production is None or production.profile.empty:
@@ -108,16 +131,22 @@ def compare_with_production(accepted: pd.DataFrame, rejected_share: float, produ
     if len(new) < MIN_NEW_IMAGES:
         return DriftReport(reference_name, len(new), [], {})
     findings, divergences, threshold = [], {}, max_kl + noise_allowance(len(new))
-    *properties, balance = check("drift", new.assign(is_dog=new["label"] == "dog"), expectations(reference, threshold, len(new)))
+    *properties, balance = check(
+        "drift", new.assign(is_dog=new["label"] == "dog"), expectations(reference, threshold, len(new))
+    )
     for column, result in zip(PROPERTIES, properties):
         divergences[column] = round(float(result.result.get("observed_value") or 0.0), 4)
         if not result.success:
-            findings.append(f"{PROPERTIES[column]} distribution differs (KL divergence {divergences[column]:.2f} > "
-                            f"{threshold:.2f}: validate.drift_max_kl {max_kl} + {noise_allowance(len(new)):.2f} "
-                            f"for the noise of {len(new)} images)")
+            findings.append(
+                f"{PROPERTIES[column]} distribution differs (KL divergence {divergences[column]:.2f} > "
+                f"{threshold:.2f}: validate.drift_max_kl {max_kl} + {noise_allowance(len(new)):.2f} "
+                f"for the noise of {len(new)} images)"
+            )
     if not balance.success:
-        findings.append(f"class balance moved: {(new['label'] == 'dog').mean():.0%} {labels_are} vs "
-                        f"{(reference['label'] == 'dog').mean():.0%} dogs in its training data")
+        findings.append(
+            f"class balance moved: {(new['label'] == 'dog').mean():.0%} {labels_are} vs "
+            f"{(reference['label'] == 'dog').mean():.0%} dogs in its training data"
+        )
     before = production.rejected_share
     if before is not None and abs(rejected_share - before) > share_allowance(before, len(accepted)):
         findings.append(f"rejection rate moved: {rejected_share:.0%} vs {before:.0%}")
@@ -144,18 +173,27 @@ class PredictionShift:
         if self.served < MIN_NEW_IMAGES:
             return f"{self.served} answers: too few to judge the prediction distribution ({MIN_NEW_IMAGES} needed)"
         verdict = "shifted" if self.shifted else "no shift"
-        return (f"{verdict}: p(dog) of {self.served} served images vs {self.reference}'s on its {self.test_images} "
-                f"test images, KL divergence {self.divergence:.2f} ({'>' if self.shifted else '<='} "
-                f"{self.threshold:.2f} with the noise allowance)")
+        return (
+            f"{verdict}: p(dog) of {self.served} served images vs {self.reference}'s on its {self.test_images} "
+            f"test images, KL divergence {self.divergence:.2f} ({'>' if self.shifted else '<='} "
+            f"{self.threshold:.2f} with the noise allowance)"
+        )
 
     def to_dict(self) -> dict:
-        return {"reference": self.reference, "served": self.served, "test_images": self.test_images,
-                "kl_divergence": self.divergence, "threshold": self.threshold, "shifted": self.shifted,
-                "summary": self.summary()}
+        return {
+            "reference": self.reference,
+            "served": self.served,
+            "test_images": self.test_images,
+            "kl_divergence": self.divergence,
+            "threshold": self.threshold,
+            "shifted": self.shifted,
+            "summary": self.summary(),
+        }
 
 
-def prediction_shift(served_p_dog: pd.Series, test_p_dog: pd.Series | None, reference: str | None, check,
-                     max_kl: float) -> PredictionShift:
+def prediction_shift(
+    served_p_dog: pd.Series, test_p_dog: pd.Series | None, reference: str | None, check, max_kl: float
+) -> PredictionShift:
     """The same GX KL-divergence expectation as the image properties, on p_dog: the test answers'
     deciles as bins, `max_kl` plus the noise allowance of the served count as the threshold."""
     served = served_p_dog.dropna()
@@ -167,7 +205,8 @@ def prediction_shift(served_p_dog: pd.Series, test_p_dog: pd.Series | None, refe
 
     threshold = max_kl + noise_allowance(len(served))
     expectation = gx.expectations.ExpectColumnKLDivergenceToBeLessThan(
-        column="p_dog", partition_object=partition(test_p_dog), threshold=threshold, tail_weight_holdout=0.01)
+        column="p_dog", partition_object=partition(test_p_dog), threshold=threshold, tail_weight_holdout=0.01
+    )
     [result] = check("prediction-shift", pd.DataFrame({"p_dog": served.to_numpy(float)}), [expectation])
     divergence = round(float(result.result.get("observed_value") or 0.0), 4)
     return PredictionShift(reference, len(served), len(test_p_dog), divergence, threshold)

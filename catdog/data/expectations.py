@@ -28,24 +28,33 @@ class GXChecker:
         from catdog.data.data_docs import site_config
 
         # All settings up front: each one changed afterwards re-serialises the whole config.
-        self.context = gx.get_context(mode="ephemeral", project_config=DataContextConfig(
-            store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
-            progress_bars=ProgressBarsConfig(globally=False),
-            data_docs_sites={"catdog": site_config(docs_dir, template_cache)},
-        ))
+        self.context = gx.get_context(
+            mode="ephemeral",
+            project_config=DataContextConfig(
+                store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+                progress_bars=ProgressBarsConfig(globally=False),
+                data_docs_sites={"catdog": site_config(docs_dir, template_cache)},
+            ),
+        )
         # One asset and batch definition serve every check (a whole-dataframe batch takes its frame when
         # run): each change to a data source re-serialises the whole context's config.
-        self.batch = (self.context.data_sources.add_pandas("images").add_dataframe_asset("facts")
-                      .add_batch_definition_whole_dataframe("all rows"))
+        self.batch = (
+            self.context.data_sources.add_pandas("images")
+            .add_dataframe_asset("facts")
+            .add_batch_definition_whole_dataframe("all rows")
+        )
 
     def check(self, name: str, frame: pd.DataFrame, expectations) -> list:
         gx = self.gx
         # The suite whole at once and no Checkpoint around one definition: each store write costs.
         suite = self.context.suites.add(gx.ExpectationSuite(name=name, expectations=list(expectations)))
-        definition = self.context.validation_definitions.add(gx.ValidationDefinition(name=name, data=self.batch,
-                                                                                     suite=suite))
-        result = definition.run(batch_parameters={"dataframe": frame},
-                                result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["path"]})
+        definition = self.context.validation_definitions.add(
+            gx.ValidationDefinition(name=name, data=self.batch, suite=suite)
+        )
+        result = definition.run(
+            batch_parameters={"dataframe": frame},
+            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["path"]},
+        )
         return list(result.results)
 
     def build_docs(self) -> None:

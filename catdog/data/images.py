@@ -79,8 +79,9 @@ def inspect(path: Path, *, max_pixels: int, min_side: int) -> ImageFacts:
         facts = ImageFacts(image.format, image.mode, image.width, image.height)
         gray = to_grayscale(decode(image))
         if min(image.size) < min_side:
-            return replace(facts, error=f"too small: {image.width}x{image.height}, "
-                                        f"the smallest side must be at least {min_side}")
+            return replace(
+                facts, error=f"too small: {image.width}x{image.height}, the smallest side must be at least {min_side}"
+            )
         return with_tone(facts, gray)
     except ImageError as error:
         if image is None:
@@ -132,16 +133,15 @@ def to_square(image: Image.Image, size: int, resize: str = "stretch") -> Image.I
     return image.resize((size, size), Image.Resampling.BILINEAR)
 
 
-def load_model_input(source: Path | str | bytes, size: int, resize: str = "stretch", *,
-                     max_pixels: int) -> np.ndarray:
+def load_model_input(source: Path | str | bytes, size: int, resize: str = "stretch", *, max_pixels: int) -> np.ndarray:
     """Any image file -> (size, size) uint8 grayscale array, 0-255: what the model takes. Larger than
     `max_pixels` (validate.max_pixels, for every caller) is refused before it is decoded."""
     return load_model_input_and_facts(source, size, resize, max_pixels=max_pixels, facts=False)[0]
 
 
-def load_model_input_and_facts(source: Path | str | bytes, size: int, resize: str = "stretch", *,
-                               max_pixels: int, facts: bool = True
-                               ) -> tuple[np.ndarray, ImageFacts | None]:
+def load_model_input_and_facts(
+    source: Path | str | bytes, size: int, resize: str = "stretch", *, max_pixels: int, facts: bool = True
+) -> tuple[np.ndarray, ImageFacts | None]:
     """The model input, and (with `facts`) the image's facts from the same decode: what serving logs.
     Brightness and contrast are the decoded grayscale's, as validate's; a JPEG whose short side is
     512 px or more is decoded at a reduced scale, which smooths its contrast a little."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from catdog.core.config import EMBEDDED_SOURCE, IngestParams
+from catdog.core.config import IngestParams
 from catdog.core.files import atomic_dir
 from catdog.data.reuse import FileStore
 from catdog.data.sources import (
@@ -30,6 +30,7 @@ from catdog.data.sources import (
     labelled_entries,
     read_all,
     source_entries,
+    source_name,
 )
 
 MANIFEST_COLUMNS = ["path", "label", "sha256", "bytes", "source"]
@@ -41,9 +42,16 @@ class IngestResult:
     skipped: pd.DataFrame
 
 
-def ingest(params: IngestParams, out_dir: Path, source: Path | None, progress: bool = True,
-        snapshot: pd.DataFrame | None = None, hashed: dict | None = None, store: FileStore | None = None,
-        labelled: Path | None = None) -> IngestResult:
+def ingest(
+    params: IngestParams,
+    out_dir: Path,
+    source: Path | None,
+    progress: bool = True,
+    snapshot: pd.DataFrame | None = None,
+    hashed: dict | None = None,
+    store: FileStore | None = None,
+    labelled: Path | None = None,
+) -> IngestResult:
     """Ingest `source` (None = embedded data set) into `out_dir`, replacing it atomically; a folder
     source as the source stage listed it in `snapshot`, when given. With a `store`, every file is
     a hard link to its copy there, and a folder file that `hashed` (the source stage's stat cache)
@@ -51,13 +59,13 @@ def ingest(params: IngestParams, out_dir: Path, source: Path | None, progress: b
     archive or the embedded set) adds the photos labelled in `catdog serve`; the cap never drops them."""
     from tqdm import tqdm
 
-    source_name = EMBEDDED_SOURCE if source is None else str(source)
+    origin = source_name(source)
     rows, skipped, seen, folders = [], [], set(), set()
     held = store.held() if store else set()
     hashed = {name: known for name, known in (hashed or {}).items() if known[1] in held}
     with atomic_dir(out_dir) as tmp:
         root = os.fspath(tmp)  # strings, not Paths: per file, pathlib cost more than the link itself
-        entries = read_all(source_entries(params, source, snapshot, hashed), source_name)
+        entries = read_all(source_entries(params, source, snapshot, hashed), origin)
         if labelled is not None:
             entries = itertools.chain(entries, labelled_entries(labelled, params, snapshot, hashed))
         for entry in tqdm(entries, desc="ingest", unit="file", disable=not progress):
@@ -83,8 +91,9 @@ def ingest(params: IngestParams, out_dir: Path, source: Path | None, progress: b
                     folders.add(folder)
                 with open(target, "wb") as f:
                     f.write(entry.data)
-            rows.append({"path": relative, "label": label, "sha256": entry.sha256,
-                         "bytes": entry.size, "source": entry.name})
+            rows.append(
+                {"path": relative, "label": label, "sha256": entry.sha256, "bytes": entry.size, "source": entry.name}
+            )
         manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
         by_hand = manifest["source"].str.startswith("labelled/") if labelled is not None else None
         manifest, capped = cap_per_class(manifest, params.max_per_class, keep=by_hand)
@@ -99,18 +108,21 @@ def ingest(params: IngestParams, out_dir: Path, source: Path | None, progress: b
         skipped_frame.to_csv(tmp / "skipped.csv", index=False)
         if manifest.empty:
             raise IngestError(
-                f"{source_name}: no labelled images found ({len(skipped)} files skipped, see reasons "
+                f"{origin}: no labelled images found ({len(skipped)} files skipped, see reasons "
                 "below). Use class folders (cat/, dog/) or names like cat.1.jpg.\n"
                 + skipped_frame.head(10).to_string(index=False)
             )
     counts = manifest["label"].value_counts().to_dict()
-    print(f"ingest: {len(manifest)} images from {source_name} "
-          f"({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))}); {len(skipped)} skipped")
+    print(
+        f"ingest: {len(manifest)} images from {origin} "
+        f"({', '.join(f'{k}: {v}' for k, v in sorted(counts.items()))}); {len(skipped)} skipped"
+    )
     return IngestResult(manifest, skipped_frame)
 
 
-def cap_per_class(manifest: pd.DataFrame, max_per_class: int | None, keep: pd.Series | None = None
-                  ) -> tuple[pd.DataFrame, list[str]]:
+def cap_per_class(
+    manifest: pd.DataFrame, max_per_class: int | None, keep: pd.Series | None = None
+) -> tuple[pd.DataFrame, list[str]]:
     """Keep at most `max_per_class` per label, chosen by content hash (stable, order-free). Rows
     marked in `keep` (photos labelled by hand) are kept beyond the cap."""
     if max_per_class is None:

@@ -104,8 +104,13 @@ class _FilesByHash:
         """Every hash held, from one listing per sub-folder rather than a stat per file."""
         if not self.root.is_dir():
             return set()
-        return {entry.name for sub in os.scandir(self.root) if sub.is_dir()
-                for entry in os.scandir(sub.path) if "." not in entry.name}  # "x.<pid>.partial": being written
+        return {
+            entry.name
+            for sub in os.scandir(self.root)
+            if sub.is_dir()
+            for entry in os.scandir(sub.path)
+            if "." not in entry.name
+        }  # "x.<pid>.partial": being written
 
     def _put(self, sha256: str, data: bytes) -> None:
         path = self._path(sha256)

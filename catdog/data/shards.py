@@ -1,8 +1,10 @@
-"""uint8 image shards on disk: written by preprocess and testset, read batch by batch by train and evaluate.
+"""uint8 image shards on disk: written by preprocess and testset, read batch by batch by train and
+evaluate.
 
 Each split folder holds `images-00000.npy` ... (N, size, size) uint8 and `index.csv` (INDEX_COLUMNS:
-path, label, sha256, shard, offset); `layout` places images into shards (catdog.data.conversion writes them). Reads use positioned file reads, not mmap, so a reader's
-memory stays flat however large the data set is.
+path, label, sha256, shard, offset); `layout` places images into shards (catdog.data.conversion
+writes them). Reads use positioned file reads, not mmap, so a reader's memory stays flat however
+large the data set is.
 """
 
 from __future__ import annotations
@@ -20,9 +22,8 @@ INDEX_COLUMNS = ["path", "label", "sha256", "shard", "offset"]
 def layout(images: pd.DataFrame, shard_size: int, by: str | None = None) -> pd.DataFrame:
     """`images` with each one's shard and offset: in their order, `shard_size` a shard (within each
     value of column `by`, when given: preprocess's splits)."""
-    position = (images.groupby(by).cumcount() if by else pd.Series(range(len(images)), index=images.index)).to_numpy()
+    position = images.groupby(by).cumcount().to_numpy() if by else np.arange(len(images))
     return images.assign(shard=position // shard_size, offset=position % shard_size)
-
 
 
 def write_index(rows: pd.DataFrame, split_dir: Path) -> None:
@@ -40,8 +41,9 @@ class ShardWriter:
     def __init__(self, path: Path, count: int, side: int):
         self.path, self._tmp = path, path.with_name(path.name + ".partial")
         self.file = open(self._tmp, "wb", buffering=0)  # unbuffered: callers may also append through its fd
-        np.lib.format.write_array_header_1_0(self.file, {"descr": "|u1", "fortran_order": False,
-                                                         "shape": (count, side, side)})
+        np.lib.format.write_array_header_1_0(
+            self.file, {"descr": "|u1", "fortran_order": False, "shape": (count, side, side)}
+        )
         self._end = self.file.tell() + count * side * side
         self._side = side
 
@@ -96,7 +98,9 @@ class ShardReader:
             if out is None:
                 out = np.empty((len(rows), side, side, 1), np.uint8)
             size = side * side
-            out[i, :, :, 0] = np.frombuffer(os.pread(fd, size, header + int(offset) * size), np.uint8).reshape(side, side)
+            out[i, :, :, 0] = np.frombuffer(os.pread(fd, size, header + int(offset) * size), np.uint8).reshape(
+                side, side
+            )
         return out if out is not None else np.empty((0, 0, 0, 1), np.uint8)
 
     def close(self) -> None:
@@ -109,6 +113,3 @@ class ShardReader:
             self.close()
         except Exception:
             pass
-
-
-

@@ -34,7 +34,9 @@ from catdog.core.files import atomic_path, sha256_file
 STAT_CACHE = "source-stat.tsv"
 
 
-LABELLED_PREFIX = "labelled/"  # manifest names of monitor.labelled's files, listed beside an archive or the embedded set
+LABELLED_PREFIX = (
+    "labelled/"  # manifest names of monitor.labelled's files, listed beside an archive or the embedded set
+)
 
 
 def walk_entries(folder: Path, prefix: str = "") -> Iterator[tuple[str, os.DirEntry]]:
@@ -86,8 +88,9 @@ class StatCache:
     def save(self) -> None:
         """Keep only what this listing saw: removed files leave the cache."""
         with atomic_path(self.path) as tmp:
-            tmp.write_text("".join(f"{name}\t{k[0]}\t{k[1]}\t{k[2]}\t{digest}\n"
-                                   for name, (k, digest) in self.seen.items()))
+            tmp.write_text(
+                "".join(f"{name}\t{k[0]}\t{k[1]}\t{k[2]}\t{digest}\n" for name, (k, digest) in self.seen.items())
+            )
 
 
 def hashed_files(cache_dir: Path) -> dict[str, tuple[tuple[int, int, int], str]]:
@@ -225,8 +228,9 @@ def _untouched(path: str | Path, key: tuple[int, int, int]) -> bool:
         return False
 
 
-def folder_entries(folder: Path, params: IngestParams, snapshot: pd.DataFrame | None = None,
-                   hashed: dict | None = None) -> Iterator[Entry]:
+def folder_entries(
+    folder: Path, params: IngestParams, snapshot: pd.DataFrame | None = None, hashed: dict | None = None
+) -> Iterator[Entry]:
     """The folder's files; with a snapshot (the source stage's manifest), exactly the files it lists,
     each as it was listed: a file that changed or vanished since is left for the next run. `hashed`
     (the source stage's stat cache) spares reading a file again whose stat says it is as listed."""
@@ -243,8 +247,12 @@ def folder_entries(folder: Path, params: IngestParams, snapshot: pd.DataFrame | 
             continue
         path = Path(path)
         if not path.is_file():
-            yield Entry(name, refused="removed after the source was listed (the next run will not list it)"
-                        if name in listed and not path.exists() else "not a regular file")
+            yield Entry(
+                name,
+                refused="removed after the source was listed (the next run will not list it)"
+                if name in listed and not path.exists()
+                else "not a regular file",
+            )
         elif path.stat().st_size > params.max_file_bytes:
             yield Entry(name, refused=f"larger than ingest.max_file_bytes ({params.max_file_bytes:,})")
         else:
@@ -292,8 +300,9 @@ def zip_entries(archive: Path, params: IngestParams) -> Iterator[Entry]:
                 yield Entry(name, refused="device or special file")
             elif info.compress_size and info.file_size / info.compress_size > params.max_compression_ratio:
                 ratio = info.file_size / info.compress_size
-                yield Entry(name, refused=f"compression ratio {ratio:.0f}:1 is over "
-                                          f"ingest.max_compression_ratio (zip bomb?)")
+                yield Entry(
+                    name, refused=f"compression ratio {ratio:.0f}:1 is over ingest.max_compression_ratio (zip bomb?)"
+                )
             else:
                 with zf.open(info) as stream:
                     data = budget.read(stream, name)
@@ -318,8 +327,9 @@ def tar_entries(archive: Path, params: IngestParams) -> Iterator[Entry]:
                 yield Entry(name, data) if isinstance(data, bytes) else Entry(name, refused=data)
 
 
-def source_entries(params: IngestParams, source: Path | None, snapshot: pd.DataFrame | None = None,
-                   hashed: dict | None = None) -> Iterator[Entry]:
+def source_entries(
+    params: IngestParams, source: Path | None, snapshot: pd.DataFrame | None = None, hashed: dict | None = None
+) -> Iterator[Entry]:
     if source is None:
         return embedded_entries()
     if source.is_dir():
@@ -334,15 +344,19 @@ def source_entries(params: IngestParams, source: Path | None, snapshot: pd.DataF
     )
 
 
-def labelled_entries(labelled: Path, params: IngestParams, snapshot: pd.DataFrame | None = None,
-                     hashed: dict | None = None) -> Iterator[Entry]:
+def labelled_entries(
+    labelled: Path, params: IngestParams, snapshot: pd.DataFrame | None = None, hashed: dict | None = None
+) -> Iterator[Entry]:
     """The files of monitor.labelled (beside an archive or the embedded set), named `labelled/...` as
     the source stage listed them."""
     if snapshot is not None:
         snapshot = snapshot[snapshot["path"].str.startswith(LABELLED_PREFIX)]
         snapshot = snapshot.assign(path=snapshot["path"].str.slice(len(LABELLED_PREFIX)))
-    hashed = {name[len(LABELLED_PREFIX):]: known for name, known in (hashed or {}).items()
-              if name.startswith(LABELLED_PREFIX)}
+    hashed = {
+        name[len(LABELLED_PREFIX) :]: known
+        for name, known in (hashed or {}).items()
+        if name.startswith(LABELLED_PREFIX)
+    }
     if snapshot is None and not labelled.is_dir():
         return
     for entry in folder_entries(labelled, params, snapshot, hashed):

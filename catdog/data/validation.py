@@ -25,8 +25,20 @@ from catdog.data.drift import ProductionData, compare_with_production
 from catdog.data.expectations import GXChecker, quiet_gx
 from catdog.data.images import inspect
 
-FACT_COLUMNS = ["path", "label", "format", "mode", "width", "height", "pixels", "bytes", "sha256", "error",
-                "brightness", "contrast"]
+FACT_COLUMNS = [
+    "path",
+    "label",
+    "format",
+    "mode",
+    "width",
+    "height",
+    "pixels",
+    "bytes",
+    "sha256",
+    "error",
+    "brightness",
+    "contrast",
+]
 REJECTED_COLUMNS = ["path", "label", "stage", "reason"]
 
 
@@ -46,8 +58,13 @@ def _decoded_facts(path: str, root: Path, params: ValidateParams) -> dict:
     return {**facts, "pixels": facts["width"] * facts["height"] if facts["width"] else None}
 
 
-def collect_facts(manifest: pd.DataFrame, root: Path, params: ValidateParams, cache: reuse.FactsCache | None = None,
-                  progress: bool = True) -> tuple[pd.DataFrame, int]:
+def collect_facts(
+    manifest: pd.DataFrame,
+    root: Path,
+    params: ValidateParams,
+    cache: reuse.FactsCache | None = None,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, int]:
     """One row of facts per manifest row, and how many files were decoded: only those whose content
     `cache` does not know already. bytes and sha256 are the ones ingest recorded."""
     from tqdm import tqdm
@@ -57,13 +74,16 @@ def collect_facts(manifest: pd.DataFrame, root: Path, params: ValidateParams, ca
     todo = [(path, sha) for path, sha in zip(paths, hashes) if known.get(sha) is None]
     work = partial(_decoded_facts, root=root, params=params)
     with process_map(work, min(params.workers, max(1, len(todo) // 64)), chunksize=32) as decode_all:
-        decoded = tqdm(decode_all(path for path, _ in todo), total=len(todo), desc="validate", unit="img",
-                       disable=not progress)
+        decoded = tqdm(
+            decode_all(path for path, _ in todo), total=len(todo), desc="validate", unit="img", disable=not progress
+        )
         known.update((sha, facts) for (_, sha), facts in zip(todo, decoded))
     if cache:
         cache.save({sha: known[sha] for sha in hashes})
-    rows = [{"path": path, "label": label, **known[sha], "bytes": size, "sha256": sha} for path, label, size, sha
-            in zip(paths, labels, sizes, hashes)]
+    rows = [
+        {"path": path, "label": label, **known[sha], "bytes": size, "sha256": sha}
+        for path, label, size, sha in zip(paths, labels, sizes, hashes)
+    ]
     return pd.DataFrame(rows, columns=FACT_COLUMNS), len(todo)
 
 
@@ -87,14 +107,22 @@ def _row_expectations(params: ValidateParams):
     return [
         (E.ExpectColumnValuesToBeInSet(column="label", value_set=list(LABELS)), "label is not cat or dog"),
         (E.ExpectColumnValuesToBeNull(column="error"), None),  # the reason is the decode error itself
-        (E.ExpectColumnValuesToBeBetween(column="width", min_value=params.min_side),
-         f"width below validate.min_side ({params.min_side})"),
-        (E.ExpectColumnValuesToBeBetween(column="height", min_value=params.min_side),
-         f"height below validate.min_side ({params.min_side})"),
-        (E.ExpectColumnValuesToBeBetween(column="pixels", max_value=params.max_pixels),
-         f"more than validate.max_pixels ({params.max_pixels:,})"),
-        (E.ExpectColumnValuesToBeInSet(column="conflict", value_set=[False]),
-         "same image content is labelled both cat and dog"),
+        (
+            E.ExpectColumnValuesToBeBetween(column="width", min_value=params.min_side),
+            f"width below validate.min_side ({params.min_side})",
+        ),
+        (
+            E.ExpectColumnValuesToBeBetween(column="height", min_value=params.min_side),
+            f"height below validate.min_side ({params.min_side})",
+        ),
+        (
+            E.ExpectColumnValuesToBeBetween(column="pixels", max_value=params.max_pixels),
+            f"more than validate.max_pixels ({params.max_pixels:,})",
+        ),
+        (
+            E.ExpectColumnValuesToBeInSet(column="conflict", value_set=[False]),
+            "same image content is labelled both cat and dog",
+        ),
     ]
 
 
@@ -104,15 +132,22 @@ def _dataset_expectations(params: ValidateParams):
     E = gx.expectations
     return [
         E.ExpectTableRowCountToBeBetween(min_value=params.min_images),
-        E.ExpectColumnMeanToBeBetween(column="is_dog", min_value=params.min_class_share,
-                                      max_value=1 - params.min_class_share),
+        E.ExpectColumnMeanToBeBetween(
+            column="is_dog", min_value=params.min_class_share, max_value=1 - params.min_class_share
+        ),
         E.ExpectColumnDistinctValuesToEqualSet(column="label", value_set=list(LABELS)),
     ]
 
 
-def validate(params: ValidateParams, ingested: Path, out_dir: Path, metrics_file: Path,
-             progress: bool = True, cache_dir: Path | None = None, production: ProductionData | None = None
-             ) -> ValidationResult:
+def validate(
+    params: ValidateParams,
+    ingested: Path,
+    out_dir: Path,
+    metrics_file: Path,
+    progress: bool = True,
+    cache_dir: Path | None = None,
+    production: ProductionData | None = None,
+) -> ValidationResult:
     """Validate what ingest wrote; with `cache_dir`, files whose content was decoded in an earlier run
     (under the same params and image code) keep those facts. The images new since `production`'s
     training data are checked for drift against it."""
@@ -130,12 +165,18 @@ def validate(params: ValidateParams, ingested: Path, out_dir: Path, metrics_file
         reasons = row_failures(results, [reason for _, reason in expectations], candidates)
         accepted, rejected, harmless = rejections(skipped, candidates, copies, reasons)
         rejected.to_csv(tmp / "rejected.csv", index=False)
-        failed = [r for r in checker.check("accepted", accepted.assign(is_dog=accepted["label"] == "dog"),
-                                           _dataset_expectations(params)) if not r.success]
+        failed = [
+            r
+            for r in checker.check(
+                "accepted", accepted.assign(is_dog=accepted["label"] == "dog"), _dataset_expectations(params)
+            )
+            if not r.success
+        ]
         counts = _counts(len(manifest) + len(skipped), accepted, rejected, harmless)
         problems = dataset_problems(params, counts, harmless, failed, accepted)
-        drift = compare_with_production(accepted, counts["rejected_share"], production, checker.check,
-                                        params.drift_max_kl)
+        drift = compare_with_production(
+            accepted, counts["rejected_share"], production, checker.check, params.drift_max_kl
+        )
         write_json(tmp / "drift.json", drift.to_dict())
         if drift.drifted and params.fail_on_drift:
             problems.append(f"{drift.summary()} (validate.fail_on_drift is on)")
@@ -147,15 +188,21 @@ def validate(params: ValidateParams, ingested: Path, out_dir: Path, metrics_file
         raise ValidationError(_failure_message(problems, rejected, out_dir))
     if production is not None:
         print(f"validate: {'WARNING: ' if drift.drifted else ''}{drift.summary()}")
-    print(f"validate: {counts['accepted']} accepted ({counts['accepted_cat']} cat, {counts['accepted_dog']} dog), "
-          f"{counts['rejected']} rejected; report: {out_dir / 'data_docs' / 'index.html'}")
+    print(
+        f"validate: {counts['accepted']} accepted ({counts['accepted_cat']} cat, {counts['accepted_dog']} dog), "
+        f"{counts['rejected']} rejected; report: {out_dir / 'data_docs' / 'index.html'}"
+    )
     return ValidationResult(accepted, rejected, counts)
 
 
-def _facts(manifest: pd.DataFrame, ingested: Path, params: ValidateParams, cache_dir: Path | None,
-           progress: bool) -> pd.DataFrame:
-    cache = (reuse.FactsCache(cache_dir / "validate-facts", reuse.namespace(params.max_pixels, params.min_side))
-             if cache_dir else None)
+def _facts(
+    manifest: pd.DataFrame, ingested: Path, params: ValidateParams, cache_dir: Path | None, progress: bool
+) -> pd.DataFrame:
+    cache = (
+        reuse.FactsCache(cache_dir / "validate-facts", reuse.namespace(params.max_pixels, params.min_side))
+        if cache_dir
+        else None
+    )
     facts, decoded = collect_facts(manifest, ingested, params, cache, progress)
     if cache_dir:
         print(f"validate: {reuse.report(cache_dir, 'validate', len(manifest) - decoded, decoded)}")
@@ -174,15 +221,19 @@ def row_failures(results: list, reasons: list[str | None], candidates: pd.DataFr
     return failures
 
 
-def rejections(skipped: pd.DataFrame, candidates: pd.DataFrame, copies: pd.DataFrame,
-               reasons: dict[str, list[str]]) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+def rejections(
+    skipped: pd.DataFrame, candidates: pd.DataFrame, copies: pd.DataFrame, reasons: dict[str, list[str]]
+) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """(accepted, rejected with stage and reason, how many rejections are harmless copies): what ingest
     skipped, the flagged candidates, and every copy, which shares its original's fate."""
-    rejected = [{"path": s, "label": "", "stage": "ingest", "reason": r}
-                for s, r in zip(skipped["source"], skipped["reason"])]
+    rejected = [
+        {"path": s, "label": "", "stage": "ingest", "reason": r} for s, r in zip(skipped["source"], skipped["reason"])
+    ]
     bad = candidates["path"].isin(reasons)
-    rejected += [{"path": p, "label": lab, "stage": "validate", "reason": "; ".join(reasons[p])}
-                 for p, lab in zip(candidates.loc[bad, "path"], candidates.loc[bad, "label"])]
+    rejected += [
+        {"path": p, "label": lab, "stage": "validate", "reason": "; ".join(reasons[p])}
+        for p, lab in zip(candidates.loc[bad, "path"], candidates.loc[bad, "label"])
+    ]
     # A copy of an accepted image is harmless (kept once); a copy of a rejected one is just as bad.
     harmless = 0
     for path, label, original in zip(copies["path"], copies["label"], copies["duplicate_of"]):
@@ -194,23 +245,30 @@ def rejections(skipped: pd.DataFrame, candidates: pd.DataFrame, copies: pd.DataF
     return candidates[~bad].reset_index(drop=True), pd.DataFrame(rejected, columns=REJECTED_COLUMNS), harmless
 
 
-def dataset_problems(params: ValidateParams, counts: dict, harmless: int, failed: list,
-                     accepted: pd.DataFrame) -> list[str]:
+def dataset_problems(
+    params: ValidateParams, counts: dict, harmless: int, failed: list, accepted: pd.DataFrame
+) -> list[str]:
     """Why the accepted set as a whole is not fit to train on (empty when it is)."""
     total, invalid = counts["files"], counts["rejected"] - harmless
     problems = []
     if invalid / max(1, total) > params.max_rejected_share:
-        problems.append(f"{invalid} of {total} files ({invalid / total:.0%}) were rejected, "
-                        f"over validate.max_rejected_share ({params.max_rejected_share:.0%})")
+        problems.append(
+            f"{invalid} of {total} files ({invalid / total:.0%}) were rejected, "
+            f"over validate.max_rejected_share ({params.max_rejected_share:.0%})"
+        )
     return problems + [_describe(r, params, accepted) for r in failed]
 
 
 def _failure_message(problems: list[str], rejected: pd.DataFrame, out_dir: Path) -> str:
     top = rejected["reason"].value_counts().head(5)
-    return ("validation failed:\n  - " + "\n  - ".join(problems)
-            + "\nmost common rejection reasons:\n" + "\n".join(f"  {n:5d}  {r}" for r, n in top.items())
-            + f"\nSee {out_dir / 'rejected.csv'} and {out_dir / 'data_docs' / 'index.html'}; "
-              "fix or remove the bad files, or relax the bounds in params.yaml (validate section).")
+    return (
+        "validation failed:\n  - "
+        + "\n  - ".join(problems)
+        + "\nmost common rejection reasons:\n"
+        + "\n".join(f"  {n:5d}  {r}" for r, n in top.items())
+        + f"\nSee {out_dir / 'rejected.csv'} and {out_dir / 'data_docs' / 'index.html'}; "
+        "fix or remove the bad files, or relax the bounds in params.yaml (validate section)."
+    )
 
 
 def _counts(total: int, accepted: pd.DataFrame, rejected: pd.DataFrame, duplicates: int) -> dict:
@@ -235,6 +293,8 @@ def _describe(result, params: ValidateParams, accepted: pd.DataFrame) -> str:
         missing = [label for label in LABELS if counts.get(label, 0) == 0]
         return f"no accepted images of class {', '.join(missing)}"
     if kind == "expect_column_mean_to_be_between":
-        return (f"classes are imbalanced ({counts}); each must be at least "
-                f"validate.min_class_share ({params.min_class_share:.0%}) of the data")
+        return (
+            f"classes are imbalanced ({counts}); each must be at least "
+            f"validate.min_class_share ({params.min_class_share:.0%}) of the data"
+        )
     return f"{kind} failed"

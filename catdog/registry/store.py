@@ -128,7 +128,7 @@ class RegistryView:
         """The model file of a version, after checking it is the file that was registered."""
         version = self.resolve(ref)
         path = self.versions_dir / version / "model.keras"
-        expected = read_json(self.versions_dir / version / "card.json")["model_sha256"]
+        expected = self._card_file(version)["model_sha256"]
         if not path.exists() or sha256_file(path) != expected:
             raise RegistryError(
                 f"model {version} at {path} does not match its registered sha256 {expected[:12]}...: "
@@ -260,7 +260,7 @@ class Registry(RegistryView):
             state = self.state()
             if state["production"] == version:
                 return version
-            decision = read_json(self.versions_dir / version / "card.json")["decision"]
+            decision = self._card_file(version)["decision"]
             if not decision["production"] and version not in state["history"] and not force:
                 raise RegistryError(
                     f"{version} was refused by the gate: {decision['reason']}. To promote it "

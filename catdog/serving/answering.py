@@ -78,7 +78,7 @@ class Answering:
         loop, converted = asyncio.get_running_loop(), []
         async for name, data in files:
             converted.append(await loop.run_in_executor(self.decoder, self.convert, name, data, served))
-            del data
+            del data  # let this file's bytes go before the next one is read: one upload in memory at a time
         return await self.answer_converted(converted, served, started, explain)
 
     async def answer_converted(

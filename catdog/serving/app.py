@@ -40,8 +40,6 @@ from catdog.serving.routes import api_router, health_router
 from catdog.serving.setup import ServeSetup
 from catdog.serving.v2_routes import v2_probes, v2_router
 
-log = logging.getLogger("catdog.serving")
-
 
 def build_parts(setup: ServeSetup) -> Parts:
     """The metrics, budgets, model holder, batcher and answering of one server, wired together."""
