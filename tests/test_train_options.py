@@ -9,7 +9,7 @@ from catdog.core.config import TrainParams  # noqa: E402
 from catdog.model.batches import ShardBatches, augmentation  # noqa: E402
 from catdog.model.callbacks import optional_callbacks  # noqa: E402
 from catdog.model.network import LayerScaledAdam, build_model, load_model  # noqa: E402
-from catdog.stages.train import class_weights  # noqa: E402
+from catdog.model.training import class_weights  # noqa: E402
 
 
 class _Reader:
@@ -128,7 +128,7 @@ def test_downscale_averages_blocks():
 
 
 def test_phases_put_the_warm_up_sizes_before_the_full_size():
-    from catdog.stages.train import Phase, phases
+    from catdog.model.training import Phase, phases
 
     params = TrainParams(
         epochs=2, learning_rate=1e-3, warmup_sizes=(16, 32), warmup_epochs=(3, 1), warmup_learning_rate=5e-4
@@ -227,12 +227,13 @@ def test_a_warm_up_ends_even_when_noise_moved_the_full_size_estimate_past_its_wi
 def test_a_warm_up_cut_short_by_the_budget_still_ends_with_an_epoch_at_full_size(tmp_path, monkeypatch):
     import pandas as pd
 
+    from catdog.model import training
     from catdog.stages import train
     from tests.conftest import make_project, run
 
     project = make_project(tmp_path / "project")  # 32 px images
     run(["dvc", "repro", "preprocess"], project)
-    monkeypatch.setattr(train.TimeBudget, "_fits", lambda self, *sizes, **_: len(sizes) == 1)  # one epoch, never two
+    monkeypatch.setattr(training.TimeBudget, "_fits", lambda self, *sizes, **_: len(sizes) == 1)  # one epoch, never two
     params = TrainParams(epochs=1, batch_size=4, warmup_sizes=(8, 16), warmup_epochs=(3, 2), max_minutes=60)
     train.run(params, project / "data/preprocessed", tmp_path / "model", tmp_path / "checkpoints", tmp_path / "metrics")
     history = pd.read_csv(tmp_path / "metrics/train_history.csv")

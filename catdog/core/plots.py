@@ -16,7 +16,7 @@ import pandas as pd  # noqa: E402
 from catdog.core.files import atomic_path  # noqa: E402
 
 
-def _save(figure, target: Path) -> None:
+def save_figure(figure, target: Path) -> None:
     with atomic_path(target) as tmp:
         figure.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close(figure)
@@ -40,7 +40,7 @@ def training_curves(histories: dict[str, pd.DataFrame | None], target: Path) -> 
         axis.set_title(metric)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
-    _save(figure, target)
+    save_figure(figure, target)
 
 
 def _mark_image_sizes(axis, history: pd.DataFrame) -> None:
@@ -85,7 +85,7 @@ def confusion_matrix(confusion: dict, target: Path) -> None:
     )
     figure, axis = plt.subplots(figsize=(3.8, 3.4))
     _draw_confusion(axis, cells, "confusion matrix (test)")
-    _save(figure, target)
+    save_figure(figure, target)
 
 
 def roc(curves: dict[str, pd.DataFrame | None], target: Path) -> None:
@@ -99,7 +99,7 @@ def roc(curves: dict[str, pd.DataFrame | None], target: Path) -> None:
     axis.set_ylabel("true positive rate (dogs found)")
     axis.set_title("ROC (test)")
     axis.legend(loc="lower right")
-    _save(figure, target)
+    save_figure(figure, target)
 
 
 def misclassified_grid(images: np.ndarray, rows: pd.DataFrame, target: Path, columns: int = 4) -> None:
@@ -114,7 +114,7 @@ def misclassified_grid(images: np.ndarray, rows: pd.DataFrame, target: Path, col
     if count == 0:
         axes.flat[0].text(0.5, 0.5, "no misclassified test images", ha="center", va="center")
     figure.suptitle("misclassified test images")
-    _save(figure, target)
+    save_figure(figure, target)
 
 
 def compare_confusion(old: pd.DataFrame | None, new: pd.DataFrame, base: str, target: Path) -> None:
@@ -127,4 +127,4 @@ def compare_confusion(old: pd.DataFrame | None, new: pd.DataFrame, base: str, ta
             .to_numpy()
         )
         _draw_confusion(axis, cells, f"confusion ({name})")
-    _save(figure, target)
+    save_figure(figure, target)

@@ -90,7 +90,11 @@ class InputWait(keras.callbacks.Callback):
 
 
 class TimeBudget(keras.callbacks.Callback):
-    """Stops after the epoch if the next one would not fit. During a warm-up it also keeps time
+    """`train.max_minutes`, a safety stop: the model then depends on the host's speed, so when it
+    cuts the plan it says so (`fired`, printed and kept in train.json). Size a run with
+    `train.budget_images` instead, which counts work.
+
+    Stops after the epoch if the next one would not fit. During a warm-up it also keeps time
     for one epoch at the full size, so that the saved model has trained at the size it is used
     at: when the warm-up leaves no room for that, the warm-up ends early (`warmup_over`).
 
@@ -111,10 +115,7 @@ class TimeBudget(keras.callbacks.Callback):
         self.started = self.epoch_started - spent
         self.seconds_per_pixel: dict[int, list[float]] = {}  # of each completed epoch, by image size
         self.exhausted = self.warmup_over = False
-
-    def used(self) -> float:
-        """The share of the budget used so far."""
-        return (time.perf_counter() - self.started) / self.seconds
+        self.fired: str | None = None
 
     def _size(self, epoch: int) -> int:
         return self.epoch_sizes[min(epoch, len(self.epoch_sizes) - 1)]
@@ -143,22 +144,29 @@ class TimeBudget(keras.callbacks.Callback):
         # end the warm-up now (overrunning by at most this epoch) rather than never train at full size.
         began = self.epoch_started - self.started
         if following != full and not self._fits(following, full) and self._fits(full, after=began):
-            print(f"train: ending the warm-up after epoch {epoch + 1} to keep time for an epoch at {full}")
+            self._fire(f"ended the warm-up after epoch {epoch + 1} to keep time for an epoch at {full}")
             self.model.stop_training = self.warmup_over = True
         elif not self._fits(following):
-            print(f"train: stopping after epoch {epoch + 1}: another would exceed train.max_minutes")
+            self._fire(f"stopped after epoch {epoch + 1}: another would exceed train.max_minutes")
             self.model.stop_training = self.exhausted = True
+
+    def _fire(self, what: str) -> None:
+        self.fired = f"train.max_minutes ({self.seconds / 60:g}) {what}"
+        print(
+            f"train: SAFETY STOP: {self.fired}; the plan was cut by this host's speed, so this model "
+            "is not reproducible (fix: size the run with train.budget_images or the epochs)"
+        )
 
 
 class DecayToZero(keras.callbacks.Callback):
-    """The learning rate falls from the phase's rate to zero as training progresses, linearly or
+    """The learning rate falls from the phase's rate to zero over the planned steps, linearly or
     along a half cosine ("Budgeted Training", Li et al., ICLR 2020: robust for any fixed budget).
-    Progress is the share of train.max_minutes used when there is a budget, else the share of
-    the planned steps done (so a resumed run continues where it was)."""
+    Progress counts steps, not seconds, so the schedule is the same on any host, and a resumed
+    run continues where it was. `base_rate` is set by each phase."""
 
-    def __init__(self, shape: str, base_rate: float, steps_per_epoch: int, total_steps: int, budget: TimeBudget | None):
+    def __init__(self, shape: str, steps_per_epoch: int, total_steps: int, base_rate: float = 0.0):
         super().__init__()
-        self.shape, self.base_rate, self.budget = shape, base_rate, budget
+        self.shape, self.base_rate = shape, base_rate
         self.steps_per_epoch, self.total_steps = steps_per_epoch, total_steps
         self.epoch = 0
 
@@ -166,11 +174,7 @@ class DecayToZero(keras.callbacks.Callback):
         self.epoch = epoch
 
     def on_train_batch_begin(self, batch, logs=None):
-        done = (
-            self.budget.used()
-            if self.budget
-            else (self.epoch * self.steps_per_epoch + batch) / max(1, self.total_steps)
-        )
+        done = (self.epoch * self.steps_per_epoch + batch) / max(1, self.total_steps)
         self.model.optimizer.learning_rate = self.base_rate * decay_factor(self.shape, done)
 
 
