@@ -236,6 +236,23 @@ def _format_card(card: dict) -> str:
     )
 
 
+# ---------------------------------------------------------------- tuning
+
+
+def cmd_sweep(args) -> int:
+    from catdog.tuning import sweep
+
+    params, paths = _params(args), _paths(args)
+    name = args.name or args.sweep_name or "default"
+    if args.action == "show":
+        print(sweep.show(params, paths, name, args.storage))
+    elif args.action == "apply":
+        print(sweep.apply(params, paths, name, args.storage, exp=args.exp))
+    else:
+        print(sweep.run(params, paths, name, args.jobs, args.storage, progress=not args.quiet))
+    return 0
+
+
 # ---------------------------------------------------------------- reviewing a change
 
 
@@ -323,6 +340,21 @@ def build_parser() -> argparse.ArgumentParser:
     label = commands.add_parser("label", help="the labels given in GET /label")
     label.add_argument("--export", required=True, metavar="CSV", help="write every label record to this CSV file")
     label.set_defaults(handler=cmd_label)
+
+    sweep = commands.add_parser(
+        "sweep", help="tune train params on the validation split (params.yaml, section sweep): run, show, apply"
+    )
+    sweep.add_argument("action", nargs="?", default="run", choices=("run", "show", "apply"))
+    sweep.add_argument("sweep_name", nargs="?", metavar="NAME", help="the sweep (default: default)")
+    sweep.add_argument("--name", help="the same as NAME")
+    sweep.add_argument("--jobs", type=int, default=1, help="trials at once on this machine (worker processes)")
+    sweep.add_argument(
+        "--storage",
+        help="the study's database URL, e.g. postgresql://... (default: a journal file in the sweep folder)",
+    )
+    sweep.add_argument("--exp", action="store_true", help="apply: run the winner as `dvc exp run -n sweep-NAME`")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+    sweep.set_defaults(handler=cmd_sweep)
 
     report = commands.add_parser("report", help="Markdown report of metric, param and plot changes vs a git revision")
     report.add_argument("--base", default="HEAD", help="git revision to compare with (default: HEAD)")

@@ -31,7 +31,9 @@ with get_client(sync_client=True) as client:
     deployment = client.read_deployment_by_name("train/nightly")
     schedules = client.read_deployment_schedules(deployment.id)
     runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])))
+    sweep = client.read_deployment_by_name("sweep/on-demand")
     result = {
+        "sweep_entrypoint": sweep.entrypoint,
         "concurrency_limit": deployment.global_concurrency_limit.limit if deployment.global_concurrency_limit else None,
         "crons": [[s.schedule.cron, s.schedule.timezone] for s in schedules],
         "runs": [{"id": str(r.id), "state": r.state.type.value, "auto": r.auto_scheduled,
@@ -137,6 +139,7 @@ def test_deploy_schedule_and_run_nightly_with_a_worker(tmp_path, server):
             break
         time.sleep(2)
     assert state["crons"] == [["0 2 * * *", "Europe/Berlin"]]
+    assert state["sweep_entrypoint"] == "flows/sweep.py:sweep"
     assert state["concurrency_limit"] == 1
     assert any(r["auto"] and r["state"] == "SCHEDULED" for r in state["runs"]), state
 

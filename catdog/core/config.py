@@ -96,7 +96,18 @@ class TrainParams:
         help="multiplies Adam's learning rate for the Dense(128) kernel "
         "after Flatten (262,144 inputs); 1.0 = plain Adam",
     )
-    max_minutes: float | None = _knob(None, min=0.0, help="stop at the last epoch that fits in this many minutes")
+    budget_images: int | None = _knob(
+        None,
+        min=1,
+        help="work budget: training images seen, an image at a warm-up size counted at its share of the "
+        "full size's pixels; the plan's epochs are cut to fit, the same on every host (null = the epochs as given)",
+    )
+    max_minutes: float | None = _knob(
+        None,
+        min=0.0,
+        help="safety stop: stop at the last epoch that fits in this many minutes, and say so (the model then "
+        "depends on the host's speed; size runs with budget_images)",
+    )
     center_inputs: bool = _knob(False, help="scale pixels to -1..1 inside the model instead of 0..1")
     warmup_sizes: tuple[int, ...] = _knob(
         (), min=8, help="progressive resizing: image sizes trained before the full size, smallest first, e.g. [64, 128]"
@@ -114,8 +125,7 @@ class TrainParams:
     lr_schedule: str = _knob(
         "constant",
         choices=("constant", "linear", "cosine"),
-        help="decay each phase's rate to zero at the end of training: at train.max_minutes "
-        "when set, else after the last planned epoch",
+        help="decay each phase's rate to zero at the end of the plan's last step",
     )
     label_smoothing: float = _knob(
         0.0, min=0.0, max=0.5, help="binary cross-entropy against labels pulled this far towards 0.5"
@@ -225,6 +235,41 @@ class MonitorParams:
     )
 
 
+SPEC_SPACE = {"train.learning_rate": [0.0001, 0.001, 0.01], "train.batch_size": [16, 32, 64, 128]}
+SPEC_MAX_EPOCHS = 50  # the product spec's epochs: 1 to 50
+
+
+@dataclass(frozen=True)
+class SweepParams:
+    """`catdog sweep`: the search space and how it is searched (not a pipeline stage)."""
+
+    space: dict = field(
+        default_factory=lambda: dict(SPEC_SPACE),
+        metadata={
+            "help": "train.* params by dotted name: a list of choices, or {low, high, log} for a range (tpe only)"
+        },
+    )
+    method: str = _knob("grid", choices=("grid", "tpe"), help="grid: every combination; tpe: Optuna's TPE sampler")
+    max_epochs: int = _knob(
+        10, min=1, max=SPEC_MAX_EPOCHS, help="epochs at full size per trial (train.epochs); each keeps its best epoch"
+    )
+    trials: int | None = _knob(None, min=1, help="trials in all (null: the whole grid; tpe needs a number)")
+    max_minutes: float | None = _knob(None, min=0.0, help="wall-clock budget of the whole sweep: no trial starts after")
+    objective: str = _knob(
+        "val_accuracy", choices=("val_accuracy", "val_loss"), help="the validation metric a trial is judged by"
+    )
+    pruner: str = _knob(
+        "successive_halving",
+        choices=("none", "median", "successive_halving", "hyperband"),
+        help="stops weak trials early on the per-epoch objective (Optuna's pruners)",
+    )
+    min_epochs: int = _knob(1, min=1, help="the pruner's first look: no trial is stopped before this many epochs")
+    reduction_factor: int = _knob(3, min=2, max=10, help="successive halving keeps the best 1/this at each rung")
+    confirm_top: int = _knob(3, min=0, help="the best settings rerun with more seeds before a winner is named")
+    confirm_seeds: int = _knob(2, min=0, max=20, help="more seeds per confirmed setting (train.seed + 1, + 2, ...)")
+    seed: int = _knob(0, min=0, help="the sampler's seed (the grid's order, TPE's draws)")
+
+
 @dataclass(frozen=True)
 class Params:
     ingest: IngestParams = field(default_factory=IngestParams)
@@ -235,6 +280,7 @@ class Params:
     register: RegisterParams = field(default_factory=RegisterParams)
     serve: ServeParams = field(default_factory=ServeParams)
     monitor: MonitorParams = field(default_factory=MonitorParams)
+    sweep: SweepParams = field(default_factory=SweepParams)
 
     def source_path(self, project_dir: Path) -> Path | None:
         """The ingest source as a path, or None for the embedded data set."""
@@ -286,6 +332,8 @@ def _check_value(key: str, value: Any, hint: Any, meta: dict) -> Any:
             )
         item_type = typing.get_args(wanted)[0]
         return tuple(_check_value(f"{key}[{i}]", item, item_type, meta) for i, item in enumerate(value))
+    if wanted is dict and not isinstance(value, dict):
+        raise ParamsError(f"{key}: expected a mapping, got {type(value).__name__} {value!r} (fix: {meta.get('help')})")
     if wanted is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if isinstance(value, bool) and wanted is not bool or not isinstance(value, wanted):
@@ -333,6 +381,7 @@ def parse_params(raw: Any, project_dir: Path | None = None) -> Params:
     _check_warmup(params.train, params.preprocess.image_size)
     _check_serve(params.serve)
     _check_levers(params.train)
+    _check_sweep(params.sweep)
     if project_dir is not None:
         source = params.source_path(project_dir)
         if source is not None and not source.exists():
@@ -386,6 +435,45 @@ def _check_levers(train: TrainParams) -> None:
         )
     if train.random_resized_crop is not None and not train.augment:
         raise ParamsError("train.random_resized_crop: is part of the augmentation (fix: set train.augment to true)")
+
+
+def _check_sweep(sweep: SweepParams) -> None:
+    """The space names train params that exist, with choices or ranges each of them accepts."""
+    if not sweep.space:
+        raise ParamsError("sweep.space: is empty (fix: name at least one train.* param, e.g. train.learning_rate)")
+    fields = {f.name: f for f in dataclasses.fields(TrainParams)}
+    hints = typing.get_type_hints(TrainParams)
+    for key, values in sweep.space.items():
+        section, _, name = str(key).partition(".")
+        where = f"sweep.space.{key}"
+        if section != "train" or name not in fields:
+            raise ParamsError(f"{where}: not a train param (fix: use one of train.{', train.'.join(sorted(fields))})")
+        if name == "epochs":
+            raise ParamsError(f"{where}: epochs are each trial's budget, not an axis (fix: set sweep.max_epochs)")
+        if isinstance(values, dict):
+            _check_range(where, values, hints[name], fields[name].metadata, sweep.method)
+        elif isinstance(values, list) and values:
+            for i, value in enumerate(values):
+                if isinstance(value, (list, dict)):
+                    raise ParamsError(f"{where}[{i}]: choices are single values, got {value!r}")
+                _check_value(f"{where}[{i}]", value, hints[name], fields[name].metadata)
+        else:
+            raise ParamsError(f"{where}: {values!r} is not a non-empty list of choices or a {{low, high}} range")
+    if sweep.method == "tpe" and sweep.trials is None and sweep.max_minutes is None:
+        raise ParamsError("sweep.trials: tpe needs a budget (fix: set sweep.trials or sweep.max_minutes)")
+
+
+def _check_range(where: str, values: dict, hint: Any, meta: dict, method: str) -> None:
+    unknown = sorted(set(values) - {"low", "high", "log"})
+    if unknown or "low" not in values or "high" not in values:
+        raise ParamsError(f"{where}: a range is {{low: .., high: .., log: true|false}}, got {values!r}")
+    if method == "grid":
+        raise ParamsError(f"{where}: a grid needs a list of choices (fix: list them, or set sweep.method: tpe)")
+    low, high = (_check_value(f"{where}.{end}", values[end], hint, meta) for end in ("low", "high"))
+    if not isinstance(low, (int, float)) or isinstance(low, bool) or not low < high:
+        raise ParamsError(f"{where}: low {low!r} must be a number below high {high!r}")
+    if values.get("log") and low <= 0:
+        raise ParamsError(f"{where}: a log range needs low > 0, got {low!r}")
 
 
 def apply_overrides(raw: dict, overrides: dict[str, Any]) -> dict:

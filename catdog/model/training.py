@@ -108,10 +108,10 @@ def planned_work(plan: list[Phase], train_images: int, batch_size: int) -> dict:
     }
 
 
-def data_fingerprint(preprocessed: Path) -> str:
+def data_fingerprint(preprocessed: Path, splits: Sequence[str] = ("train", "val", "test")) -> str:
     """sha256 over the preprocessed data's description: same images, same splits, same size."""
     digest = hashlib.sha256()
-    for name in ["meta.json", "train/index.csv", "val/index.csv", "test/index.csv"]:
+    for name in ["meta.json", *(f"{split}/index.csv" for split in splits)]:
         path = preprocessed / name
         digest.update(path.read_bytes() if path.exists() else b"")
     return digest.hexdigest()
@@ -178,18 +178,19 @@ class Fitted:
     seconds: float = 0.0
 
 
-def prepare(params: TrainParams, preprocessed: Path, checkpoints: Path, *, keep_others: bool = False):
+def prepare(params: TrainParams, preprocessed: Path, checkpoints: Path, *, trial: bool = False):
     """The run's setup and its model: new, or after the last completed epoch of a killed run with
-    the same params and data. Other runs' checkpoints in `checkpoints` are stale and removed,
-    unless `keep_others` (a sweep's trials share one folder)."""
+    the same params and data. Other runs' checkpoints in `checkpoints` are stale and removed; a
+    sweep's `trial` keeps them (trials share one folder) and never opens the test split."""
     strategy = distribution_strategy(params.distribute)
     precision, why = resolve_precision(params.precision, gpu=gpu_with_bf16())
     print(f"train: precision {precision} ({why})")
     image_size = json.loads((preprocessed / "meta.json").read_text())["image_size"]
     keras.utils.set_random_seed(params.seed)
     train, val = ShardReader(preprocessed / "train"), ShardReader(preprocessed / "val")
-    plan, fingerprint = phases(params, image_size, len(train)), data_fingerprint(preprocessed)
-    run_dir = checkpoint_folder(params, fingerprint, checkpoints, keep_others)
+    splits = ("train", "val") if trial else ("train", "val", "test")
+    plan, fingerprint = phases(params, image_size, len(train)), data_fingerprint(preprocessed, splits)
+    run_dir = checkpoint_folder(params, fingerprint, checkpoints, keep_others=trial)
     with strategy.scope():
         model, resumed = start_or_resume(params, plan[0], precision, run_dir)
     setup = TrainingRun(params, plan, precision, why, strategy, train, val, fingerprint, run_dir, resumed)
