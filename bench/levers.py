@@ -3,7 +3,7 @@
 Issue 16's goal: the recipe reaches at least 82% on the test split, both classes at least 78%
 and ECE at most 0.05, within 20 minutes for the whole run. This runs the recipe (with that
 budget) as it is and with each lever of docs/photos-recipe.md switched on alone, for each seed,
-in one project, and prints the table the README keeps. The data stages run once (every
+in one project, and prints the table docs/photos-recipe.md keeps. The data stages run once (every
 configuration trains on the same split); each configuration's own wall time is that of its
 `dvc repro` (train, evaluate, register), and its whole-run time adds the data stages' time.
 
@@ -121,7 +121,7 @@ def measure(work: Path, levers: list[str], seeds: list[int], minutes: float, smo
             if lever == "baseline":
                 baseline_seconds = seconds
             trained_for = baseline_seconds if _scores_only(lever, base) and baseline_seconds else 0.0
-            metrics = json.loads((project / "data/metrics/evaluate.json").read_text())
+            metrics = json.loads((project / "data/metrics/evaluate/metrics.json").read_text())
             trained = json.loads((project / "data/model/train.json").read_text())
             runs.append(
                 {

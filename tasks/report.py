@@ -26,7 +26,7 @@ def _read(path: Path) -> dict:
 def summary_markdown(project_dir: Path, outcomes: list[dict], changes: dict) -> str:
     paths = project(project_dir)
     counts = _read(paths.metrics / "validate.json")
-    metrics = _read(paths.metrics / "evaluate.json")
+    metrics = _read(paths.evaluation)
     decision = _read(paths.metrics / "register.json")
     verdict = "**production**" if decision.get("production") else "candidate"
     lines = [
@@ -127,7 +127,7 @@ def publish_run_report(project_dir: str, outcomes: list[dict], changes: dict) ->
     paths = project(project_dir)
     markdown = summary_markdown(paths.root, outcomes, changes)
     create_markdown_artifact(markdown, key="catdog-run-summary", description="catdog pipeline run")
-    metrics = _read(paths.metrics / "evaluate.json")
+    metrics = _read(paths.evaluation)
     create_table_artifact(
         [{"metric": k, "value": metrics[k]} for k in METRIC_KEYS if k in metrics],
         key="catdog-test-metrics",

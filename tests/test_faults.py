@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from catdog.core.files import read_json, sha256_file
+from catdog.core.live import read_history  # noqa: E402
 from catdog.registry.gate import Verdict
 from catdog.registry.store import Registry, RegistryError
 from tests.conftest import BIN, env, image_bytes, make_project, run, set_params
@@ -50,7 +51,7 @@ def test_killed_training_resumes_from_the_last_completed_epoch(tmp_path):
 
     resumed = run(["catdog", "train"], project)
     assert f"resuming after epoch {done}" in resumed.stdout
-    history = pd.read_csv(project / "data/metrics/train_history.csv")
+    history = read_history(project / "data/metrics/train")
     assert history["epoch"].tolist() == [1, 2, 3, 4, 5, 6]
     trained = read_json(project / "data/model/train.json")
     assert trained["resumed_from_epoch"] == done and trained["epochs"] == 6
@@ -84,7 +85,7 @@ def test_progressive_resizing_resumes_across_phases_and_ends_at_full_size(tmp_pa
     resumed = run(["catdog", "train"], project)
     assert f"resuming after epoch {done}" in resumed.stdout
     assert "carried the weights from 32 to 64 pixels" in resumed.stdout
-    history = pd.read_csv(project / "data/metrics/train_history.csv")
+    history = read_history(project / "data/metrics/train")
     assert history["epoch"].tolist() == [1, 2, 3, 4, 5]
     assert history["image_size"].tolist() == [16, 16, 32, 64, 64]
     assert history["val_accuracy"].notna().all()

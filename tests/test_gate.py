@@ -90,7 +90,7 @@ def test_a_truly_worse_candidate_stays_a_candidate(preprocessed):
     comparison = card["comparison"]
     assert comparison["production_accuracy"] == 1.0, "the oracle must be right on every test image"
     assert comparison["images"] >= 16 and comparison["only_production_right"] == comparison["images"] - sum(
-        json.loads((preprocessed / "data/metrics/evaluate.json").read_text())["confusion"][k]
+        json.loads((preprocessed / "data/metrics/evaluate/metrics.json").read_text())["confusion"][k]
         for k in ("cat_as_cat", "dog_as_dog")
     )
     assert comparison["p_value"] < 0.05 and comparison["difference"] < 0

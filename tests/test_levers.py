@@ -11,6 +11,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from catdog.core.config import EvaluateParams, ParamsError, TrainParams, parse_params  # noqa: E402
+from catdog.core.live import read_history  # noqa: E402
 from catdog.model.batches import RandomResizedCrop, augmentation  # noqa: E402
 from catdog.model.callbacks import DecayToZero, TimeBudget, decay_factor  # noqa: E402
 from catdog.model.network import build_model, load_model, predict_p_dog  # noqa: E402
@@ -95,7 +96,6 @@ def test_flip_tta_averages_each_image_with_its_mirror_image():
 
 
 def test_training_with_every_lever(preprocessed, tmp_path):
-    import pandas as pd
 
     from catdog.stages import train
 
@@ -110,7 +110,7 @@ def test_training_with_every_lever(preprocessed, tmp_path):
         random_resized_crop=0.5,
     )
     train.run(params, preprocessed, tmp_path / "model", tmp_path / "checkpoints", tmp_path / "metrics")
-    history = pd.read_csv(tmp_path / "metrics/train_history.csv")
+    history = read_history(tmp_path / "metrics/train")
     rates = history["learning_rate"].tolist()  # the rate after each epoch's last step
     assert rates == sorted(rates, reverse=True) and rates[0] < 0.01 and rates[-1] < 0.01 / 10
     model = load_model(tmp_path / "model/model.keras")

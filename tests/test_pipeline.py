@@ -5,6 +5,7 @@ import json
 import pandas as pd
 import pytest
 
+from catdog.core.live import read_history  # noqa: E402
 from tests.conftest import make_project, run, set_params, stages_run, write_images
 
 ALL_STAGES = ["source", "ingest", "validate", "testset", "preprocess", "train", "evaluate", "register"]
@@ -28,7 +29,7 @@ def test_repro_produces_every_output_then_skips_then_reruns_only_downstream(tmp_
         and sum(meta["counts"].values()) == json.loads((data / "metrics/validate.json").read_text())["accepted"]
     )
     assert (data / "model/model.keras").exists()
-    history = pd.read_csv(data / "metrics/train_history.csv")
+    history = read_history(data / "metrics/train")
     assert history.columns.tolist() == [
         "epoch",
         "image_size",
@@ -39,7 +40,11 @@ def test_repro_produces_every_output_then_skips_then_reruns_only_downstream(tmp_
         "learning_rate",
     ]
     assert len(history) == 1
-    metrics = json.loads((data / "metrics/evaluate.json").read_text())
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)  # DVC reads DVCLive's files
+    files = next(iter(shown.values()))["data"]
+    assert files["data/metrics/train/metrics.json"]["data"]["eval"]["accuracy"] == history["val_accuracy"].iloc[-1]
+    assert "accuracy" in files["data/metrics/evaluate/metrics.json"]["data"]
+    metrics = json.loads((data / "metrics/evaluate/metrics.json").read_text())
     for key in [
         "accuracy",
         "precision",

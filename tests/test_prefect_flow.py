@@ -60,7 +60,7 @@ def test_flow_runs_every_stage_then_skips_them_and_publishes_artifacts(tmp_path)
         )
     by_key = {a.key: a for a in artifacts}
     assert set(by_key) == {"catdog-run-summary", "catdog-test-metrics", "catdog-data-docs", "catdog-plots"}
-    accuracy = json.loads((project / "data/metrics/evaluate.json").read_text())["accuracy"]
+    accuracy = json.loads((project / "data/metrics/evaluate/metrics.json").read_text())["accuracy"]
     summary = by_key["catdog-run-summary"].data
     assert "is **production**" in summary and f"| accuracy | {accuracy:.4f} |" in summary
     assert "## Serving (the last 24 hours)" in summary and ": 3 images answered." in summary

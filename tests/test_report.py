@@ -17,11 +17,11 @@ def test_report_shows_what_a_params_change_did(tmp_path):
     run(["dvc", "repro"], project)
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "baseline"], project)
-    base_accuracy = json.loads((project / "data/metrics/evaluate.json").read_text())["accuracy"]
+    base_accuracy = json.loads((project / "data/metrics/evaluate/metrics.json").read_text())["accuracy"]
 
     set_params(project, {"train": {"learning_rate": 0.0003, "epochs": 2}})
     run(["dvc", "repro"], project)
-    new_accuracy = json.loads((project / "data/metrics/evaluate.json").read_text())["accuracy"]
+    new_accuracy = json.loads((project / "data/metrics/evaluate/metrics.json").read_text())["accuracy"]
     report = run(["catdog", "report", "--base", "HEAD"], project).stdout
     print(report)
 
@@ -40,7 +40,7 @@ def test_report_shows_what_a_params_change_did(tmp_path):
     assert (learning_rate["old"], learning_rate["new"]) == (0.001, 0.0003)
     assert learning_rate["diff"] == pytest.approx(-0.0007)
     if base_accuracy != new_accuracy:
-        assert metrics_diff["data/metrics/evaluate.json"]["accuracy"]["new"] == new_accuracy
+        assert metrics_diff["data/metrics/evaluate/metrics.json"]["accuracy"]["new"] == new_accuracy
 
     # Committed together, the metrics are current; in a fresh clone without the DVC cache the
     # review still works: check-lock passes and the report compares with the previous commit.

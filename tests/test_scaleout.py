@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 
 
 def _accuracy(project) -> float:
-    return json.loads((project / "data/metrics/evaluate.json").read_text())["accuracy"]
+    return json.loads((project / "data/metrics/evaluate/metrics.json").read_text())["accuracy"]
 
 
 def test_mirrored_strategy_trains_the_same_model_as_well(tmp_path):

@@ -30,7 +30,7 @@ def test_a_curated_test_set_is_validated_kept_out_of_training_and_the_gate_judge
     for split in ("train", "val", "test"):
         trained_on = set(pd.read_csv(project / f"data/preprocessed/{split}/index.csv")["sha256"])
         assert not trained_on & curated_hashes, split
-    metrics = json.loads((project / "data/metrics/evaluate.json").read_text())
+    metrics = json.loads((project / "data/metrics/evaluate/metrics.json").read_text())
     assert metrics["test_source"]["test_images"] == 18
     decision = json.loads((project / "data/metrics/register.json").read_text())
     assert decision["judged_on"] == "the curated test set (18 images)"

@@ -6,6 +6,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from catdog.core.config import TrainParams  # noqa: E402
+from catdog.core.live import read_history  # noqa: E402
 from catdog.model.batches import ShardBatches, augmentation  # noqa: E402
 from catdog.model.callbacks import optional_callbacks  # noqa: E402
 from catdog.model.network import LayerScaledAdam, build_model, load_model  # noqa: E402
@@ -225,7 +226,6 @@ def test_a_warm_up_ends_even_when_noise_moved_the_full_size_estimate_past_its_wi
 
 
 def test_a_warm_up_cut_short_by_the_budget_still_ends_with_an_epoch_at_full_size(tmp_path, monkeypatch):
-    import pandas as pd
 
     from catdog.model import training
     from catdog.stages import train
@@ -236,7 +236,7 @@ def test_a_warm_up_cut_short_by_the_budget_still_ends_with_an_epoch_at_full_size
     monkeypatch.setattr(training.TimeBudget, "_fits", lambda self, *sizes, **_: len(sizes) == 1)  # one epoch, never two
     params = TrainParams(epochs=1, batch_size=4, warmup_sizes=(8, 16), warmup_epochs=(3, 2), max_minutes=60)
     train.run(params, project / "data/preprocessed", tmp_path / "model", tmp_path / "checkpoints", tmp_path / "metrics")
-    history = pd.read_csv(tmp_path / "metrics/train_history.csv")
+    history = read_history(tmp_path / "metrics/train")
     assert history["epoch"].tolist() == [1, 6] and history["image_size"].tolist() == [8, 32]
     assert load_model(tmp_path / "model/model.keras").input_shape == (None, 32, 32, 1)
 

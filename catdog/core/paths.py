@@ -81,6 +81,11 @@ class ProjectPaths:
         return self.data / "metrics"
 
     @property
+    def evaluation(self) -> Path:
+        """evaluate's metrics on the test split (and the curated test set), as DVCLive writes them."""
+        return self.metrics / "evaluate" / "metrics.json"
+
+    @property
     def plots(self) -> Path:
         return self.data / "plots"
 

@@ -1,6 +1,6 @@
 """`catdog report`: what a change did to the model, as one Markdown report for a pull request.
 
-Metrics come from data/metrics/evaluate.json at the base revision (`git show`) and in the
+Metrics come from data/metrics/evaluate/metrics.json at the base revision (`git show`) and in the
 workspace, the same files `dvc metrics diff` compares; changed params from `dvc params diff`.
 Both are small files tracked by git, so no DVC cache is needed;
 comparison plots (training curves, ROC, confusion matrices) are rendered locally as PNGs
@@ -18,12 +18,14 @@ from pathlib import Path
 import pandas as pd
 
 from catdog.core.errors import CatdogError
+from catdog.core.live import history_frame, read_history
 from catdog.core.paths import project
 from catdog.core.tools import program
 
 REPORTED_METRICS = ["accuracy", "accuracy_cat", "accuracy_dog", "precision", "recall", "f1", "roc_auc", "loss", "ece"]
 LOWER_IS_BETTER = {"loss", "ece"}
-EVALUATE = "data/metrics/evaluate.json"
+EVALUATE = "data/metrics/evaluate/metrics.json"
+TRAIN_LIVE = "data/metrics/train"  # the train stage's DVCLive folder
 
 
 @dataclass(frozen=True)
@@ -46,9 +48,9 @@ def _git_file(root: Path, rev: str, path: str) -> str | None:
     return result.stdout if result.returncode == 0 else None
 
 
-def _base_frame(root: Path, rev: str, path: str) -> pd.DataFrame | None:
+def _base_frame(root: Path, rev: str, path: str, sep: str = ",") -> pd.DataFrame | None:
     text = _git_file(root, rev, path)
-    return pd.read_csv(io.StringIO(text)) if text else None
+    return pd.read_csv(io.StringIO(text), sep=sep) if text else None
 
 
 def metric_rows(root: Path, base: str) -> list[dict]:
@@ -108,7 +110,9 @@ def _plots(root: Path, base: str, out_dir: Path) -> list[Path]:
         return _base_frame(root, base, f"data/metrics/{name}"), pd.read_csv(new) if new.exists() else None
 
     made = []
-    old, new = frames("train_history.csv")
+    curves = f"{TRAIN_LIVE}/plots/metrics"
+    old = history_frame(lambda name: _base_frame(root, base, f"{curves}/{name}.tsv", sep="\t"))
+    new = read_history(root / TRAIN_LIVE)
     if new is not None:
         plots.training_curves({base: old, "this change": new}, out_dir / "history.png")
         made.append(out_dir / "history.png")

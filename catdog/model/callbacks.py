@@ -14,9 +14,8 @@ import pandas as pd
 
 from catdog.core.config import TrainParams
 from catdog.core.files import read_json, write_json
+from catdog.core.live import HISTORY_COLUMNS, live_name
 from catdog.model.batches import ShardBatches
-
-HISTORY_COLUMNS = ["epoch", "image_size", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"]
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -224,3 +223,30 @@ def restore_best_epoch(model: keras.Model, callbacks: list) -> None:
     for callback in callbacks:
         if isinstance(callback, keras.callbacks.EarlyStopping) and callback.best_weights is not None:
             model.set_weights(callback.best_weights)
+
+
+class LiveLog(keras.callbacks.Callback):
+    """Each epoch's Keras metrics, the learning rate and the image size, at step = the epoch
+    (counted from 1, across every phase of progressive resizing)."""
+
+    def __init__(self, live):
+        super().__init__()
+        self.live = live
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.log(epoch + 1, {**(logs or {}), "learning_rate": self.model.optimizer.learning_rate})
+        self.live.log_metric("train/image_size", int(self.model.input_shape[1]))
+        self.live.make_summary()
+
+    def log(self, epoch: int, metrics: dict) -> None:
+        self.live.step = epoch
+        for key, value in metrics.items():
+            if key not in ("epoch", "image_size"):
+                self.live.log_metric(live_name(key), float(keras.ops.convert_to_numpy(value)))
+
+    def replay(self, history: pd.DataFrame) -> None:
+        """The epochs a killed run completed before its checkpoint, logged again in a new folder."""
+        for row in history.to_dict("records"):
+            self.log(int(row["epoch"]), {k: v for k, v in row.items() if v == v})  # NaN: no validation
+            self.live.log_metric("train/image_size", int(row["image_size"]))
+        self.live.make_summary()

@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 
 from catdog.core.config import ParamsError, TrainParams
+from catdog.core.live import HISTORY_COLUMNS
 from catdog.data.shards import ShardReader
 from catdog.model.batches import ShardBatches, augmentation
 from catdog.model.callbacks import (
-    HISTORY_COLUMNS,
     DecayToZero,
     EpochCheckpoint,
     HistoryLog,
@@ -128,7 +128,7 @@ def distribution_strategy(name: str):
 
     `mirrored` replicates the model on every local GPU, or on two logical CPU devices when
     there is no GPU (the same code path, testable anywhere). `multi_worker` reads the
-    cluster from the TF_CONFIG environment variable (see README).
+    cluster from the TF_CONFIG environment variable (docs/scaling-out.md: untested).
     """
     import tensorflow as tf
 

@@ -1,10 +1,11 @@
-"""Stage 5, evaluate: the trained model on the held-out test split.
+"""Stage 7 of 8, evaluate: the trained model on the held-out test split.
 
-Reads  data/model/model.keras, data/preprocessed/test/, data/testset/test/, train_history.csv.
-Writes data/metrics/ (evaluate.json, confusion.csv, confusion_curated.csv, roc.csv, predictions),
+Reads  data/model/model.keras, data/preprocessed/test/, data/testset/test/, data/metrics/train/
+       (the training curves).
+Writes data/metrics/ (evaluate/metrics.json, confusion.csv, confusion_curated.csv, roc.csv),
        data/plots/.
 
-Writes data/metrics/evaluate.json (accuracy first: the spec's metric), the plot data DVC
+Writes the metrics through DVCLive (evaluate/metrics.json, accuracy first: the spec's metric), the plot data DVC
 renders (confusion.csv for the confusion template, roc.csv) and PNGs a person looks at:
 training curves, confusion matrix, ROC curve and a grid of misclassified test images.
 """
@@ -19,7 +20,8 @@ import pandas as pd
 
 from catdog.core.config import EvaluateParams, Params
 from catdog.core.entry import stage_main
-from catdog.core.files import atomic_path, write_json
+from catdog.core.files import atomic_path
+from catdog.core.live import open_live, read_history
 from catdog.core.paths import ProjectPaths
 from catdog.data.shards import ShardReader
 
@@ -109,6 +111,13 @@ def _answers(model, reader: ShardReader, params: EvaluateParams) -> tuple[np.nda
     )
 
 
+def record_metrics(folder: Path, metrics: dict) -> None:
+    """The metrics as DVCLive's summary (folder/metrics.json), which `dvc metrics` and `dvc exp show` read."""
+    live = open_live(folder)
+    live.summary.update(metrics)
+    live.make_summary()
+
+
 def run(
     params: EvaluateParams,
     model_file: Path,
@@ -133,7 +142,7 @@ def run(
     if curated is not None and len(curated):
         curated_p_dog, curated_answers = _answers(model, curated, params)
         rounded["test_source"] = _rounded(binary_metrics(curated.labels, curated_p_dog, params.threshold))
-    write_json(metrics_dir / "evaluate.json", rounded)
+    record_metrics(metrics_dir / "evaluate", rounded)
     with atomic_path(metrics_dir / "confusion_curated.csv") as tmp:
         curated_answers.to_csv(tmp, index=False)
 
@@ -150,9 +159,9 @@ def run(
     plots.misclassified_grid(test.images(wrong), predictions.iloc[wrong], plots_dir / "misclassified.png")
     plots.confusion_matrix(metrics["confusion"], plots_dir / "confusion.png")
     plots.roc({f"AUC {metrics['roc_auc']:.3f}": pd.read_csv(metrics_dir / "roc.csv")}, plots_dir / "roc.png")
-    history = metrics_dir / "train_history.csv"
-    if history.exists():
-        plots.training_curves({"this run": pd.read_csv(history)}, plots_dir / "training_curves.png")
+    history = read_history(metrics_dir / "train")
+    if history is not None:
+        plots.training_curves({"this run": history}, plots_dir / "training_curves.png")
     print(
         "evaluate: "
         + ", ".join(f"{k} {rounded[k]}" for k in ["accuracy", "accuracy_cat", "accuracy_dog", "roc_auc", "loss", "ece"])

@@ -1,8 +1,9 @@
-"""Stage 6, train: fit the spec CNN on the preprocessed shards with Adam.
+"""Stage 6 of 8, train: fit the spec CNN on the preprocessed shards with Adam.
 
 Reads  data/preprocessed/ (train and val shards, meta.json).
-Writes data/model/ (model.keras, train.json), data/metrics/train_history.csv; checkpoints
-       in data/checkpoints/ (a killed run resumes from them).
+Writes data/model/ (model.keras, train.json); data/metrics/train/ (DVCLive: metrics.json and
+       plots/metrics/{train,eval}/*.tsv, one row per epoch); checkpoints in data/checkpoints/
+       (a killed run resumes from them).
 
 Resumable: after every epoch the whole model (weights and Adam state) is saved atomically
 into a folder keyed by the train params and the data fingerprint, so a killed run resumes
@@ -23,8 +24,9 @@ from pathlib import Path
 from catdog.core.config import Params, TrainParams
 from catdog.core.entry import stage_main
 from catdog.core.files import write_json
+from catdog.core.live import open_live
 from catdog.core.paths import ProjectPaths
-from catdog.model.callbacks import restore_best_epoch
+from catdog.model.callbacks import LiveLog, restore_best_epoch
 from catdog.model.training import Fitted, TrainingRun, fit_phases, history, prepare
 
 
@@ -40,11 +42,16 @@ class TrainResult:
 
 def run(params: TrainParams, preprocessed: Path, model_dir: Path, checkpoints: Path, metrics_dir: Path) -> TrainResult:
     setup, model = prepare(params, preprocessed, checkpoints)
+    live = open_live(metrics_dir / "train")
+    log = LiveLog(live)
+    if setup.resumed:
+        log.replay(history(setup.run_dir / "history.csv"))
     started = time.perf_counter()
-    fitted = fit_phases(model, setup)
+    fitted = fit_phases(model, setup, extra=[log])
     fitted.seconds = time.perf_counter() - started
     restore_best_epoch(fitted.model, fitted.final_callbacks)
-    result = save_model(fitted, setup, model_dir, metrics_dir)
+    result = save_model(fitted, setup, model_dir)
+    live.end()
     print(
         f"train: done in {fitted.seconds:.0f} s ({result.images_per_second} img/s at full size) -> "
         f"{model_dir / 'model.keras'}"
@@ -52,16 +59,14 @@ def run(params: TrainParams, preprocessed: Path, model_dir: Path, checkpoints: P
     return result
 
 
-def save_model(fitted: Fitted, setup: TrainingRun, model_dir: Path, metrics_dir: Path) -> TrainResult:
-    """The model, its history and train.json, each written atomically; the checkpoints are then done with."""
+def save_model(fitted: Fitted, setup: TrainingRun, model_dir: Path) -> TrainResult:
+    """The model and train.json, each written atomically; the checkpoints are then done with."""
     model, params, run_dir, image_size = fitted.model, setup.params, setup.run_dir, setup.image_size
     model_dir.mkdir(parents=True, exist_ok=True)
     tmp = model_dir / f".model-{os.getpid()}.keras"
     model.save(tmp)
     os.replace(tmp, model_dir / "model.keras")
     epochs = history(run_dir / "history.csv")
-    metrics_dir.mkdir(parents=True, exist_ok=True)
-    epochs.to_csv(metrics_dir / "train_history.csv", index=False)
     full_size = epochs[epochs["image_size"] == image_size]
     best = (
         full_size.loc[full_size["val_loss"].idxmin(), "epoch"] if full_size["val_loss"].notna().any() else len(epochs)

@@ -17,7 +17,8 @@ import optuna
 from optuna_integration import KerasPruningCallback
 
 from catdog.core.config import Params
-from catdog.model.live import LiveLog, open_live
+from catdog.core.live import open_live
+from catdog.model.callbacks import LiveLog
 from catdog.model.training import fit_phases, history, prepare
 from catdog.tuning.space import SEED, suggest, trial_params
 from catdog.tuning.study import SweepPlace, trial_folder, worker_id
@@ -70,11 +71,10 @@ class EpochPruning(KerasPruningCallback):
 
 def _replay(trial: optuna.Trial, run_dir: Path, metric: str, log: LiveLog) -> None:
     history_file = run_dir / "history.csv"
-    if not history_file.exists():
-        return
-    for row in history(history_file).to_dict("records"):
-        log.log(int(row["epoch"]), {k: v for k, v in row.items() if k != "epoch" and v == v})
-        if row.get(metric) == row.get(metric):
+    if history_file.exists():
+        epochs = history(history_file)
+        log.replay(epochs)
+        for row in epochs.dropna(subset=[metric]).to_dict("records"):
             trial.report(float(row[metric]), int(row["epoch"]))
 
 
