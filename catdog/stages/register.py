@@ -1,6 +1,6 @@
-"""Stage 6, register: add the evaluated model to the registry, blessed or not by the gate.
+"""Stage 8 of 8, register: add the evaluated model to the registry, blessed or not by the gate.
 
-Reads  data/model/, data/metrics/ (evaluate.json, the confusion files), data/ingested/manifest.csv,
+Reads  data/model/, data/metrics/ (evaluate/metrics.json, the confusion files), data/ingested/manifest.csv,
        data/validated/, data/testset/, the registry's production model.
 Writes data/registry/ (a new version, its card; production when the gate promotes it),
        data/metrics/register.json.
@@ -15,6 +15,7 @@ gate would bless is promoted only if it answers like evaluate through the servin
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +77,11 @@ def production_answers(
 
 
 TEST_SPLIT = "the test split"
+UNJUDGED_EXPERIMENT = (
+    "; NOT compared with the real production model: this `dvc exp run` has no registry of its own (a queued "
+    "experiment runs in a temporary copy without data/registry), so judge it with `dvc exp apply NAME` and "
+    "`dvc repro` in the project"
+)
 
 
 def gate_images(metrics_dir: Path, ingested: Path, testset: Path | None) -> tuple[str, pd.DataFrame, Path]:
@@ -99,7 +105,7 @@ def run(
     validated: Path,
     testset: Path | None = None,
 ) -> Decision:
-    metrics = read_json(metrics_dir / "evaluate.json")
+    metrics = read_json(metrics_dir / "evaluate" / "metrics.json")
     trained = read_json(model_dir / "train.json")
     judged_on, answers, files = gate_images(metrics_dir, ingested, testset)
     accuracy = float((answers["predicted"] == answers["actual"]).mean())
@@ -119,6 +125,8 @@ def run(
             verdict = gate.Verdict(False, f"not promoted, it fails infra validation: {problem}")
     if judged_on != TEST_SPLIT:
         verdict = dataclasses.replace(verdict, reason=f"on {judged_on}: {verdict.reason}")
+    if production is None and os.environ.get("DVC_EXP_BASELINE_REV"):
+        verdict = dataclasses.replace(verdict, reason=verdict.reason + UNJUDGED_EXPERIMENT)
     card = {
         "params": params.to_dict(),
         "metrics": metrics,
