@@ -1,6 +1,7 @@
-"""The `catdog` command: one sub-command per pipeline stage (what dvc.yaml calls), plus
-`predict`, `models` and `summary`. Heavy libraries are imported only by the commands that
-need them, so `catdog models list` answers at once."""
+"""The `catdog` command: each pipeline stage by name (dvc.yaml runs the same code as
+`python -m catdog.stages.NAME`); predict, serve, monitor, label and models for the trained model;
+sweep to tune it; status, summary, report, check-lock and repair-lock for the pipeline. Heavy
+libraries are imported only by the commands that need them, so `catdog models list` answers at once."""
 
 from __future__ import annotations
 

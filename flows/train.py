@@ -41,7 +41,7 @@ def train(
         get_run_logger().warning(repaired)
     changes = write_overrides(Path(project_dir) / "params.yaml", overrides or {})
     if changes:
-        get_run_logger().info(f"params changed for this run: {changes}")
+        get_run_logger().info(f"params changed (kept in params.yaml for later runs too): {changes}")
 
     source = run_stage("source", project_dir)
     ingest = run_stage("ingest", project_dir)

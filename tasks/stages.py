@@ -19,7 +19,7 @@ from prefect import get_run_logger, task
 
 from catdog.core.tools import program, tool_env
 
-USER_ERROR_EXIT = 2  # catdog's exit code for bad params or bad data (see catdog/cli.py)
+USER_ERROR_EXIT = 2  # catdog's exit code for bad params or bad data (see catdog/core/entry.py)
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 

@@ -78,7 +78,8 @@ class TrainParams:
     distribute: str = _knob(
         "default",
         choices=("default", "mirrored", "multi_worker"),
-        help="tf.distribute strategy: one device, all local GPUs (or 2 logical CPUs), TF_CONFIG",
+        help="tf.distribute strategy: one device; mirrored: local GPUs (none with the locked "
+        "tensorflow-cpu: then 2 logical CPUs); multi_worker: TF_CONFIG, untested (docs/scaling-out.md)",
     )
     # Options for real photos, all off by default so that the spec run stays the spec run.
     augment: bool = _knob(False, help="random flip, rotation, zoom, translation, contrast in the input pipeline")
@@ -519,7 +520,7 @@ def read_raw(path: Path) -> dict:
     try:
         text = Path(path).read_text()
     except FileNotFoundError:
-        raise ParamsError(f"{path}: not found (fix: run from the project folder, or pass --params)") from None
+        raise ParamsError(f"{path}: not found (fix: run from the project folder, or pass --project DIR)") from None
     try:
         return yaml.safe_load(text) or {}
     except yaml.YAMLError as error:

@@ -1,4 +1,4 @@
-"""Stage ingest: the source's labelled images, byte for byte, into data/ingested/.
+"""Stage 2 of 8, ingest: the source's labelled images, byte for byte, into data/ingested/.
 
 Reads  ingest.source as data/source/manifest.csv listed it (and monitor.labelled beside an archive
        or the embedded set), the source stage's stat cache (data/cache/source-stat.tsv).

@@ -1,4 +1,4 @@
-"""Stage 3, preprocess: accepted images -> 256x256 grayscale uint8 shards, split by content.
+"""Stage 5 of 8, preprocess: accepted images -> 256x256 grayscale uint8 shards, split by content.
 
 Reads  data/validated/accepted.csv, data/ingested/ (the images), data/testset/test/index.csv.
 Writes data/preprocessed/{train,val,test}/ (uint8 shards, index.csv) and meta.json; keeps converted

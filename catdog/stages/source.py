@@ -1,4 +1,4 @@
-"""Stage 0, source: what the ingest source holds right now, as a manifest DVC can watch.
+"""Stage 1 of 8, source: what the ingest source holds right now, as a manifest DVC can watch.
 
 Reads  ingest.source and evaluate.test_source (folders or archives; the embedded set), monitor.labelled.
 Writes data/source/manifest.csv and test-manifest.csv (persist: compared with the previous ones),

@@ -1,4 +1,4 @@
-"""Stage testset: the team's fixed, curated test set (`evaluate.test_source`), never trained on.
+"""Stage 4 of 8, testset: the team's fixed, curated test set (`evaluate.test_source`), never trained on.
 
 Reads  evaluate.test_source as data/source/test-manifest.csv listed it.
 Writes data/testset/ (ingested/, validated/, test/ shards and index.csv, meta.json).

@@ -1,4 +1,4 @@
-"""Stage validate: every ingested image decoded and checked with Great Expectations.
+"""Stage 3 of 8, validate: every ingested image decoded and checked with Great Expectations.
 
 Reads  data/ingested/ (manifest.csv, skipped.csv, the images); the registry's production model's
        data profile, to judge drift against.
