@@ -93,3 +93,8 @@ def test_overrides_apply_dotted_keys_and_reject_unknown_ones():
 def test_warm_up_lists_become_tuples_of_ints():
     params = parse_params({"train": {"warmup_sizes": [64, 128], "warmup_epochs": [25, 15]}})
     assert params.train.warmup_sizes == (64, 128) and params.train.warmup_epochs == (25, 15)
+
+
+def test_training_across_machines_is_not_offered():
+    with pytest.raises(ParamsError, match="train.distribute: 'multi_worker' is not one of 'default', 'mirrored'"):
+        parse_params({"train": {"distribute": "multi_worker"}})

@@ -38,6 +38,8 @@ def test_a_queued_grid_runs_and_says_it_was_not_judged_against_production(tmp_pa
     sort = ["--sort-by", "data/metrics/evaluate/metrics.json:accuracy", "--sort-order", "desc"]
     table = run(["dvc", "exp", "show", "--no-pager", "--csv", *sort, *READABLE], project).stdout
     header = table.splitlines()[0].split(",")
-    assert sorted(header) == sorted(["Experiment", "data/metrics/evaluate/metrics.json:accuracy", "train.learning_rate"])
+    assert sorted(header) == sorted(
+        ["Experiment", "data/metrics/evaluate/metrics.json:accuracy", "train.learning_rate"]
+    )
     rates = [row.split(",")[header.index("train.learning_rate")] for row in table.splitlines()[1:] if row[0] != ","]
     assert sorted(rates) == ["0.0001", "0.01"], table

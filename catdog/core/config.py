@@ -77,9 +77,9 @@ class TrainParams:
     seed: int = _knob(42, min=0)
     distribute: str = _knob(
         "default",
-        choices=("default", "mirrored", "multi_worker"),
+        choices=("default", "mirrored"),
         help="tf.distribute strategy: one device; mirrored: local GPUs (none with the locked "
-        "tensorflow-cpu: then 2 logical CPUs); multi_worker: TF_CONFIG, untested (docs/scaling-out.md)",
+        "tensorflow-cpu: then 2 logical CPUs). Training on several machines is not offered (docs/scaling-out.md)",
     )
     # Options for real photos, all off by default so that the spec run stays the spec run.
     augment: bool = _knob(False, help="random flip, rotation, zoom, translation, contrast in the input pipeline")

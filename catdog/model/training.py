@@ -127,13 +127,10 @@ def distribution_strategy(name: str):
     """The tf.distribute strategy for `train.distribute`; call before TensorFlow touches a device.
 
     `mirrored` replicates the model on every local GPU, or on two logical CPU devices when
-    there is no GPU (the same code path, testable anywhere). `multi_worker` reads the
-    cluster from the TF_CONFIG environment variable (docs/scaling-out.md: untested).
+    there is no GPU (the same code path, testable anywhere).
     """
     import tensorflow as tf
 
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored":
         if tf.config.list_physical_devices("GPU"):
             return tf.distribute.MirroredStrategy()
