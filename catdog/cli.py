@@ -28,6 +28,14 @@ def _params(args):
     return load_params(_paths(args).params)
 
 
+def _registry(args):
+    """The project's model registry (register.registry), or data/registry outside a project."""
+    from catdog.registry.store import Registry
+
+    paths = _paths(args)
+    return Registry(load_params(paths.params).registry_path(paths.root) if paths.params.exists() else paths.registry)
+
+
 # ---------------------------------------------------------------- stages
 
 
@@ -50,10 +58,9 @@ def cmd_repair_lock(args) -> None:
 
 def cmd_summary(args) -> None:
     """What `make run` prints at the end: accuracy, where the model is, how to predict."""
-    from catdog.registry.store import Registry
 
     paths = _paths(args)
-    registry = Registry(paths.registry)
+    registry = _registry(args)
     decision = json.loads((paths.metrics / "register.json").read_text())
     card = registry.card(decision["version"])
     metrics = card["metrics"]
@@ -68,7 +75,7 @@ def cmd_summary(args) -> None:
         f"(cat {metrics['accuracy_cat']:.3f}, dog {metrics['accuracy_dog']:.3f}, ROC AUC {metrics['roc_auc']:.3f})"
     )
     print(f"model        {decision['version']} ({card['status']}): {decision['reason']}")
-    print(f"             {paths.registry / 'versions' / decision['version'] / 'model.keras'}")
+    print(f"             {registry.versions_dir / decision['version'] / 'model.keras'}")
     print(f"production   {production or 'none yet'}")
     print(f"plots        {paths.plots}/ (training_curves, confusion, roc, misclassified .png)")
     print(f"validation   {paths.validated / 'data_docs' / 'index.html'}")
@@ -88,11 +95,10 @@ def _max_pixels(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from catdog.registry.store import Registry
     from catdog.serving.predict import load_for_prediction, predict_files
 
     max_pixels = _max_pixels(args)
-    loaded = load_for_prediction(Registry(_paths(args).registry), args.model, args.precision, args.flip_tta)
+    loaded = load_for_prediction(_registry(args), args.model, args.precision, args.flip_tta)
     results = predict_files(
         loaded.model,
         [Path(p) for p in args.paths],
@@ -140,7 +146,7 @@ def cmd_serve(args) -> None:
     )
     app.run(
         ServeSetup(
-            Registry(paths.registry),
+            Registry(params.registry_path(paths.root)),
             params.serve,
             params.monitor,
             params.validate.max_pixels,
@@ -153,12 +159,11 @@ def cmd_serve(args) -> None:
 
 def cmd_monitor(args) -> int:
     from catdog.monitoring import monitor
-    from catdog.registry.store import Registry
 
     params, paths = _params(args), _paths(args)
     since = monitor.parse_since(args.since)
     plot_file = Path(args.plot) if args.plot else paths.serving / "monitor.png"
-    report = monitor.run(params, paths.serving, Registry(paths.registry), since, plot_file)
+    report = monitor.run(params, paths.serving, _registry(args), since, plot_file)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
     else:
@@ -178,9 +183,8 @@ def cmd_label(args) -> int:
 
 
 def cmd_models(args) -> None:
-    from catdog.registry.store import Registry
 
-    registry = Registry(_paths(args).registry)
+    registry = _registry(args)
     if args.action == "list":
         cards = registry.cards()
         if args.json:

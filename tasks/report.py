@@ -92,7 +92,8 @@ def serving_lines(paths) -> list[str]:
     if not log_files(paths.serving):
         return ["Nothing served yet: `catdog serve` logs what it answers in data/serving/ (`catdog monitor`)."]
     now = monitor.utc_now()
-    params, registry = load_params(paths.params), Registry(paths.registry)
+    params = load_params(paths.params)
+    registry = Registry(params.registry_path(paths.root))
     report = monitor.build(params, paths.serving, registry, now - dt.timedelta(hours=24))
     days = monitor.daily(paths.serving, now - dt.timedelta(days=30), params.monitor.uncertain_band)
     lines = report.lines()

@@ -163,6 +163,11 @@ class EvaluateParams:
 
 @dataclass(frozen=True)
 class RegisterParams:
+    registry: str = _knob(
+        "data/registry",
+        help="the model registry's folder, relative to params.yaml or absolute: a shared folder (a network "
+        "mount) lets other machines predict and serve with the same production model",
+    )
     min_accuracy: float = _knob(0.6, min=0.0, max=1.0, help="test accuracy a model needs to become production")
     max_p_value: float = _knob(
         0.05,
@@ -290,6 +295,10 @@ class Params:
     def test_source_path(self, project_dir: Path) -> Path | None:
         """evaluate.test_source as a path, or None without a curated test set."""
         return None if self.evaluate.test_source is None else _in_project(self.evaluate.test_source, project_dir)
+
+    def registry_path(self, project_dir: Path) -> Path:
+        """register.registry as a path: the model registry's folder."""
+        return _in_project(self.register.registry, project_dir)
 
     def inbox_path(self, project_dir: Path) -> Path | None:
         """monitor.inbox as a path, or None without an inbox."""

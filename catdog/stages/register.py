@@ -170,7 +170,7 @@ def stage(params: Params, paths: ProjectPaths, progress: bool = True) -> Decisio
         paths.model_dir,
         paths.metrics,
         paths.ingested,
-        Registry(paths.registry),
+        Registry(params.registry_path(paths.root)),
         paths.validated,
         paths.testset,
     )

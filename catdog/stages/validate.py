@@ -25,7 +25,7 @@ def stage(params: Params, paths: ProjectPaths, progress: bool = True) -> validat
         paths.metrics / "validate.json",
         progress=progress,
         cache_dir=paths.cache,
-        production=Registry(paths.registry).production_data(),
+        production=Registry(params.registry_path(paths.root)).production_data(),
     )
 
 
