@@ -108,6 +108,9 @@ def test_protocol_errors_have_the_error_form_and_the_right_status(random_model_s
             timeout=60,
         )
         assert answer.status_code == status and message in answer.json()["error"], answer.text
+    unknown = httpx.get(f"{url}/v2/models/catdog/versions/v0099/ready", timeout=60)
+    assert unknown.status_code == 404 and "no model version 'v0099'" in unknown.json()["error"]
+    assert "/data/registry" not in unknown.text and "<registry>" in unknown.text  # no server paths
     not_json = httpx.post(f"{url}/v2/models/catdog/infer", content=b"{nope", timeout=60)
     assert not_json.status_code == 400 and "not JSON" in not_json.json()["error"]
     not_base64 = httpx.post(

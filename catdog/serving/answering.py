@@ -22,6 +22,7 @@ from catdog.data.images import (
 from catdog.monitoring.prediction_log import InputStore, PredictionLog, utc_now
 from catdog.serving.admission import Admission
 from catdog.serving.batching import Batcher, _Shadowed
+from catdog.serving.client_errors import public
 from catdog.serving.metrics import Metrics
 from catdog.serving.predict import LoadedModel, label_of
 from catdog.serving.setup import ServeSetup
@@ -58,7 +59,7 @@ class Answering:
                 data, served.image_size, served.resize, max_pixels=self.setup.max_pixels
             )
         except (ImageError, OSError) as error:
-            return Converted(name, sha256, None, None, str(error))
+            return Converted(name, sha256, None, None, public(str(error)))
         if self.inputs is not None:
             self.inputs.keep(data, sha256, facts.format)
         return Converted(name, sha256, pixels, facts)

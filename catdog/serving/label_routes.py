@@ -26,6 +26,7 @@ from catdog.monitoring.labelling import (
     record_answer,
     why_not_queued,
 )
+from catdog.serving.client_errors import public
 
 PAGE = Path(__file__).with_name("label_page.html")
 
@@ -68,7 +69,7 @@ def label_router(setup: LabelSetup, holder, batcher, max_pixels: int) -> APIRout
 
     def serving():
         if holder.current is None:
-            raise HTTPException(503, f"no model loaded yet: {holder.problem}")
+            raise HTTPException(503, public(f"no model loaded yet: {holder.problem}"))
         return holder.current
 
     async def find(sha256: str, served) -> tuple[Candidate | None, float | None]:
@@ -143,7 +144,7 @@ def label_router(setup: LabelSetup, holder, batcher, max_pixels: int) -> APIRout
         try:
             record = await asyncio.to_thread(record_answer, setup, candidate, label, who, served.version, p_dog)
         except LabelError as error:
-            return JSONResponse({"detail": str(error)}, status_code=error.status)
+            return JSONResponse({"detail": public(str(error))}, status_code=error.status)
         return record
 
     return router

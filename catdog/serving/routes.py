@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from catdog.core.config import ServeParams
 from catdog.serving.admission import BodyTooLarge, limited
+from catdog.serving.client_errors import public
 from catdog.serving.parts import Parts
 from catdog.serving.setup import ServeSetup
 
@@ -25,7 +26,7 @@ def health_router(parts: Parts) -> APIRouter:
     @router.get("/healthz")
     async def healthz():
         if holder.current is None:
-            return JSONResponse({"status": "not ready", "reason": holder.problem}, status_code=503)
+            return JSONResponse({"status": "not ready", "reason": public(holder.problem)}, status_code=503)
         return {"status": "ready", "model_version": holder.current.version}
 
     return router
@@ -68,7 +69,7 @@ def api_router(setup: ServeSetup, parts: Parts) -> APIRouter:
         started = time.perf_counter()
         served = holder.current  # this request is answered by this model, whatever happens meanwhile
         if served is None:
-            return JSONResponse({"detail": f"no model loaded yet: {holder.problem}"}, status_code=503)
+            return JSONResponse({"detail": public(f"no model loaded yet: {holder.problem}")}, status_code=503)
         declared = int(request.headers.get("content-length") or setup.body_limit)  # chunked: the most allowed
         if declared > setup.body_limit:
             raise HTTPException(413, _too_large_message(params))

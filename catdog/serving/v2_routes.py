@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, Response
 
 from catdog.registry.store import RegistryError
 from catdog.serving.admission import BodyTooLarge, Overloaded, limited
+from catdog.serving.client_errors import public
 
 MODEL = "catdog"
 HEADER_LENGTH = "Inference-Header-Content-Length"  # the binary tensor data extension's header
@@ -39,7 +40,7 @@ class ProtocolError(Exception):
 
 
 def error(message: str, status: int, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    return JSONResponse({"error": public(message)}, status_code=status, headers=headers)
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,9 @@ def v2_router(setup, holder, answering, admission) -> APIRouter:
         try:
             await model_for(name, version)
         except ProtocolError as problem:
-            return JSONResponse({"name": name, "ready": False, "error": str(problem)}, status_code=problem.status)
+            return JSONResponse(
+                {"name": name, "ready": False, "error": public(str(problem))}, status_code=problem.status
+            )
         return {"name": name, "ready": True}
 
     @router.post("/models/{name}/infer")
