@@ -19,6 +19,18 @@ def _remove_stale_partials(target: Path) -> None:
 
 
 @contextlib.contextmanager
+def naming(path) -> Iterator[None]:
+    """An OSError raised inside names `path` where the system named no file (a write on a full
+    disk names none), so that the error a user sees says where."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None and error.errno is not None:
+            raise OSError(error.errno, error.strerror, str(path)) from error
+        raise
+
+
+@contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; on success it replaces `target` in one rename."""
     target = Path(target)
@@ -28,9 +40,10 @@ def atomic_path(target: Path) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        _fsync(tmp_path)
-        os.replace(tmp_path, target)
+        with naming(target.parent):
+            yield tmp_path
+            _fsync(tmp_path)
+            os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -43,7 +56,8 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     _remove_stale_partials(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:
-        yield tmp
+        with naming(target.parent):
+            yield tmp
         old = None
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")

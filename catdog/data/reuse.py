@@ -15,6 +15,7 @@ it only makes the next run slower.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from catdog.core.files import atomic_path, write_json
+from catdog.core.files import atomic_path, naming, write_json
 
 _IMAGE_CODE = Path(__file__).with_name("images.py")
 
@@ -116,9 +117,14 @@ class _FilesByHash:
         path = self._path(sha256)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{os.getpid()}-{threading.get_ident()}.partial"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        try:
+            with naming(os.path.dirname(path)), open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:  # a full disk, say: leave no partial file behind (a kill's is pruned later)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
     def _prune(self, keep: set[str]) -> None:
         if self.root.is_dir():
