@@ -26,7 +26,7 @@ from catdog.data.drift import (
     prediction_shift,
 )
 from catdog.monitoring.labelling import CLASSES, read_labels
-from catdog.monitoring.prediction_log import SHADOW_LOG, read_log, utc_now
+from catdog.monitoring.prediction_log import SHADOW_LOG, read_gaps, read_log, utc_now
 from catdog.registry.gate import Paired, compare, wilson_interval
 from catdog.registry.store import Registry
 
@@ -162,7 +162,7 @@ def build(params: Params, serving_dir: Path, registry: Registry, since: dt.datet
     log = read_log(serving_dir, since)
     answered = answered_with_labels(log, read_labels(serving_dir))
     drift = shift = None
-    notes = []
+    notes = [gap_note(gap) for gap in read_gaps(serving_dir, since)]
     production = registry.production_data()
     if not answered.empty:
         checker = checker or _checker(serving_dir)
@@ -198,6 +198,13 @@ def build(params: Params, serving_dir: Path, registry: Registry, since: dt.datet
         drift,
         shift,
         notes,
+    )
+
+
+def gap_note(gap: dict) -> str:
+    return (
+        f"GAP: {gap['lost']:,} {gap['what']} not recorded from {gap['since']} to {gap['until']} ({gap['why']}); "
+        "the answers were sent, the figures above miss them"
     )
 
 

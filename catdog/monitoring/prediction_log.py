@@ -18,12 +18,15 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import json
+import logging
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pandas as pd
+
+log = logging.getLogger("catdog.serving")
 
 LOG_PREFIX = "predictions-"
 SHADOW_LOG = "shadow"  # the shadow's own log folder, when serving logs nothing else
@@ -56,8 +59,7 @@ class PredictionLog:
     """Appends records to the day's file; opens the next day's file when the date changes."""
 
     def __init__(self, folder: Path):
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder = Path(folder)  # made by the first append (and again if it vanishes)
         self._day, self._fd = None, None
 
     def append(self, records: Iterable[dict]) -> None:
@@ -65,16 +67,70 @@ class PredictionLog:
         if not records:
             return
         day = records[0]["time"][:10]
-        if day != self._day:
+        if day != self._day or os.fstat(self._fd).st_nlink == 0:  # a new day, or the file was removed
             self.close()
+            self.folder.mkdir(parents=True, exist_ok=True)  # made again if the folder vanished
             self._fd = os.open(self.folder / f"{LOG_PREFIX}{day}.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             self._day = day
-        os.write(self._fd, "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode())
+        data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode()
+        before = os.fstat(self._fd).st_size
+        if os.write(self._fd, data) != len(data):  # a full disk can take part of a write
+            os.ftruncate(self._fd, before)  # a torn line would swallow the next record with it
+            raise OSError(errno.ENOSPC, "No space left on device (a short write)", str(self.folder))
 
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = self._day = None
+
+
+GAPS_FILE = "gaps.jsonl"
+
+
+class Recorder:
+    """Records that must never fail a request: what cannot be written (a full or read-only disk,
+    a vanished folder) is counted, said once in the server's log, and once writing works again a
+    gap record (since, until, how many, why) goes to gaps.jsonl, which `catdog monitor` reports."""
+
+    def __init__(self, write: Callable[[list], None], folder: Path, what: str, on_lost=lambda count: None):
+        self.write, self.folder, self.what, self.on_lost = write, Path(folder), what, on_lost
+        self.lost, self.since, self.why = 0, None, None
+
+    def append(self, records: list) -> None:
+        try:
+            self.write(records)
+        except OSError as error:
+            self._lose(len(records), error)
+            return
+        if self.lost:
+            self._close_gap()
+
+    def _lose(self, count: int, error: OSError) -> None:
+        self.on_lost(count)
+        if not self.lost:
+            self.since, self.why = utc_now().isoformat(timespec="seconds"), f"{error.strerror or error}"
+            log.error("serve: cannot record %s (%s); answering goes on, counting what is lost", self.what, error)
+        self.lost += count
+
+    def _close_gap(self) -> None:
+        gap = {"what": self.what, "since": self.since, "until": utc_now().isoformat(timespec="seconds")}
+        gap.update(lost=self.lost, why=self.why)
+        try:
+            with open(self.folder / GAPS_FILE, "a", encoding="utf-8") as gaps:
+                gaps.write(json.dumps(gap) + "\n")
+        except OSError:
+            return  # still failing there: the gap stays open
+        log.warning("serve: recording %s again; %d records were lost since %s", self.what, self.lost, self.since)
+        self.lost, self.since, self.why = 0, None, None
+
+
+def read_gaps(folder: Path, since: dt.datetime | None = None) -> list[dict]:
+    """The recording gaps that ended at or after `since`."""
+    path = Path(folder) / GAPS_FILE
+    if not path.exists():
+        return []
+    gaps = [json.loads(line) for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line]
+    return [g for g in gaps if since is None or dt.datetime.fromisoformat(g["until"]) >= since]
 
 
 def log_files(folder: Path, since: dt.datetime | None = None) -> list[Path]:

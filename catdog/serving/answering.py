@@ -19,7 +19,7 @@ from catdog.data.images import (
     load_model_input_and_facts,
     with_tone,
 )
-from catdog.monitoring.prediction_log import InputStore, PredictionLog, utc_now
+from catdog.monitoring.prediction_log import InputStore, PredictionLog, Recorder, utc_now
 from catdog.serving.admission import Admission
 from catdog.serving.batching import Batcher, _Shadowed
 from catdog.serving.client_errors import public
@@ -47,10 +47,16 @@ class Answering:
     def __init__(self, setup: ServeSetup, batcher: Batcher, admission: Admission, metrics: Metrics):
         self.setup, self.batcher, self.admission, self.metrics = setup, batcher, admission, metrics
         self.decoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="catdog-decode")
-        self.log = PredictionLog(setup.serving_dir) if setup.params.log_predictions else None
+        self.prediction_log = PredictionLog(setup.serving_dir) if setup.params.log_predictions else None
+        self.log = self.recorder(self.prediction_log.append, "predictions") if self.prediction_log else None
         self.inputs = InputStore(setup.serving_dir / "inputs") if setup.params.keep_inputs else None
-        self.shadow_log: PredictionLog | None = None  # with serve.shadow (see create_app)
+        self.keeping = self.recorder(lambda kept: [self.inputs.keep(*item) for item in kept], "inputs")
+        self.shadow_log: Recorder | None = None  # with serve.shadow (see create_app)
         self.shadow_model: Callable[[], LoadedModel | None] = lambda: None
+
+    def recorder(self, write, what: str) -> Recorder:
+        """`write` that never fails a request: losses are counted in /metrics and said once."""
+        return Recorder(write, self.setup.serving_dir, what, self.metrics.unrecorded.labels(what).inc)
 
     def convert(self, name: str, data: bytes, served: LoadedModel) -> Converted:
         sha256 = hashlib.sha256(data).hexdigest()
@@ -61,7 +67,7 @@ class Answering:
         except (ImageError, OSError) as error:
             return Converted(name, sha256, None, None, public(str(error)))
         if self.inputs is not None:
-            self.inputs.keep(data, sha256, facts.format)
+            self.keeping.append([(data, sha256, facts.format)])
         return Converted(name, sha256, pixels, facts)
 
     @staticmethod
@@ -155,8 +161,8 @@ class Answering:
 
     def close(self) -> None:
         self.decoder.shutdown(wait=False, cancel_futures=True)
-        if self.log is not None:
-            self.log.close()
+        if self.prediction_log is not None:
+            self.prediction_log.close()
 
 
 def _data_url(png: bytes) -> str:

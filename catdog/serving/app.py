@@ -65,7 +65,9 @@ def build_parts(setup: ServeSetup) -> Parts:
     if params.shadow == "candidate":
         holder.follow_shadow = True
         # the shadow's answers go to the prediction log, or to a log of their own without one
-        answering.shadow_log = answering.log or PredictionLog(setup.serving_dir / SHADOW_LOG)
+        answering.shadow_log = answering.log or answering.recorder(
+            PredictionLog(setup.serving_dir / SHADOW_LOG).append, "shadow answers"
+        )
         answering.shadow_model = lambda: holder.shadow
         batcher.on_shadow = answering.log_shadow
     return Parts(metrics, admission, holder, batcher, answering, TokenAuth(setup.token))

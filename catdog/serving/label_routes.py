@@ -145,6 +145,9 @@ def label_router(setup: LabelSetup, holder, batcher, max_pixels: int) -> APIRout
             record = await asyncio.to_thread(record_answer, setup, candidate, label, who, served.version, p_dog)
         except LabelError as error:
             return JSONResponse({"detail": public(str(error))}, status_code=error.status)
+        except OSError as error:  # the labelled folder full, read-only or gone: nothing was recorded
+            told = public(f"the label could not be written, nothing was recorded: {error}")
+            return JSONResponse({"detail": told + " (fix: make the labelled folder writable)"}, status_code=503)
         return record
 
     return router

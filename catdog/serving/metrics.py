@@ -38,6 +38,12 @@ class Metrics:
             "catdog_model_info", "the model version serving (value 1)", ["version"], registry=self.registry
         )
         self.reloads = Counter("catdog_model_loads", "models loaded (start and hot reloads)", registry=self.registry)
+        self.unrecorded = Counter(
+            "catdog_unrecorded",
+            "records that could not be written (a full or read-only disk, a vanished folder), by kind",
+            ["what"],
+            registry=self.registry,
+        )
         self.served = Counter(
             "catdog_served_images", "images answered, by model version", ["version"], registry=self.registry
         )
