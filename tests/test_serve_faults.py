@@ -5,6 +5,7 @@ counted in /metrics and, once recording works again, `catdog monitor` shows the 
 from __future__ import annotations
 
 import shutil
+import time
 import subprocess
 
 import httpx
@@ -66,3 +67,24 @@ def test_a_removed_log_folder_is_made_again(tmp_path):
         shutil.rmtree(serving)
         _predict(url, 2)
         assert _records(serving) == 2 and _unrecorded(url) == 0
+
+
+def test_a_damaged_new_production_model_keeps_the_old_one_serving_and_says_why(tmp_path):
+    from catdog.registry.store import Registry
+
+    project = serve_project(tmp_path, reload_seconds=1.0)
+    register(project, constant_model(2.0))  # v0001, production
+    registry = Registry(project / "data" / "registry")
+    with server(project) as url:
+        second = register(project, constant_model(-2.0))  # v0002, a candidate ...
+        model = registry.versions_dir / second / "model.keras"
+        whole = model.read_bytes()
+        registry.promote(second, force="test: promoted, then its file damaged")
+        model.chmod(0o644)
+        model.write_bytes(whole[:1000])  # ... half copied, say, onto a shared folder
+        time.sleep(3)  # several reload checks
+        health = httpx.get(f"{url}/healthz", timeout=30).json()
+        assert health == {"status": "ready", "model_version": "v0001"}
+        _predict(url, 1)
+        log = (project / f"serve-{url.rsplit(':', 1)[1]}.log").read_text()
+        assert "cannot load the model" in log and second in log
