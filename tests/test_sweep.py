@@ -21,7 +21,7 @@ from tests.conftest import BIN, env, make_project, run, set_params, write_images
 TRIAL_PROCESS = "catdog.tuning.worker"
 # The trials: one learns at once (centred inputs, a small rate), one never does (a rate of 1.0).
 SPACE = {"train.learning_rate": [0.0001, 1.0], "train.batch_size": [8]}
-SWEEP = {"space": SPACE, "max_epochs": 3, "seed": 1, "pruner": "none", "confirm_top": 1, "confirm_seeds": 1}
+SWEEP = {"space": SPACE, "max_epochs": 3, "seed": 1, "pruner": "none", "confirm_top": 2, "confirm_seeds": 1}
 
 
 @pytest.fixture(scope="module")
@@ -74,12 +74,13 @@ def test_a_sweep_on_two_workers_confirms_its_best_setting_and_never_reads_test_p
     folder = project / "data/sweeps/main"
     board = pd.read_csv(folder / "leaderboard.csv")
     assert len(board) == 2 and board.loc[0, "learning_rate"] == 0.0001 and board.loc[0, "val_accuracy"] == 1.0
-    for trial in ("0000", "0001", "confirm-0000"):  # each trial's curves, as DVCLive writes them
+    for trial in ("0000", "0001", "confirm-0000", "confirm-0001"):  # each trial's curves, as DVCLive writes them
         curve = pd.read_csv(folder / f"trials/{trial}/plots/metrics/eval/accuracy.tsv", sep="\t")
         assert curve["step"].iloc[0] == 1
         assert json.loads((folder / f"trials/{trial}/metrics.json").read_text())["eval"]["accuracy"] >= 0
     confirmed = json.loads((folder / "confirmed.json").read_text())
-    assert len(confirmed) == 1 and len(confirmed[0]["values"]) == 2  # the best setting over two seeds
+    assert [len(c["values"]) for c in confirmed] == [2, 2]  # both settings, each over two seeds
+    assert confirmed[0]["setting"]["train.learning_rate"] == 0.0001
     for plot in ("optimization_history", "parallel_coordinate", "param_importances", "learning_curves"):
         assert (folder / f"plots/{plot}.png").stat().st_size > 1000, plot
     opened = (tmp_path / "opened.log").read_text().splitlines()

@@ -16,7 +16,7 @@ import math
 import shutil
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import keras
@@ -343,8 +343,3 @@ def history(history_file: Path) -> pd.DataFrame:
     frame = pd.read_csv(history_file)
     frame = frame.drop_duplicates("epoch", keep="last")
     return frame.reindex(columns=HISTORY_COLUMNS)
-
-
-def with_epochs(params: TrainParams, epochs: int) -> TrainParams:
-    """The same params with another number of full-size epochs."""
-    return replace(params, epochs=epochs)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import optuna
+import pandas as pd
 from optuna.trial import TrialState
 from optuna.visualization import matplotlib as optuna_plots
 
@@ -16,8 +17,8 @@ from catdog.tuning.study import SweepPlace
 BEST_CURVES = 5
 
 
-def draw(study: optuna.Study, sweep: SweepParams, where: SweepPlace) -> list[Path]:
-    """Every plot the trials so far allow; returns the files written."""
+def draw(study: optuna.Study, sweep: SweepParams, where: SweepPlace, best: list) -> list[Path]:
+    """Every plot the trials so far allow (`best`: the best trials, best first); returns the files written."""
     folder = where.folder / "plots"
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     drawn = []
@@ -33,7 +34,7 @@ def draw(study: optuna.Study, sweep: SweepParams, where: SweepPlace) -> list[Pat
             print(f"sweep: no {name} plot yet ({why})")
             continue
         drawn.append(_written(axes.figure, folder / f"{name}.png"))
-    drawn.append(learning_curves(study, sweep, where, folder / "learning_curves.png"))
+    drawn.append(learning_curves(study, sweep, where, best[:BEST_CURVES], folder / "learning_curves.png"))
     return drawn
 
 
@@ -42,11 +43,15 @@ def _written(figure, target: Path) -> Path:
     return target
 
 
-def learning_curves(study: optuna.Study, sweep: SweepParams, where: SweepPlace, target: Path) -> Path:
-    from catdog.tuning.results import best_trials, curves
+def curves(where: SweepPlace, trial, metric: str) -> pd.DataFrame | None:
+    """One trial of the search's per-epoch validation curve, from its DVCLive folder."""
+    name = metric.removeprefix("val_")
+    path = where.trials / f"{trial.number:04d}" / "plots" / "metrics" / "eval" / f"{name}.tsv"
+    return pd.read_csv(path, sep="\t") if path.exists() else None
 
+
+def learning_curves(study: optuna.Study, sweep: SweepParams, where: SweepPlace, best: list, target: Path) -> Path:
     figure, axis = plt.subplots(figsize=(7, 4))
-    best = best_trials(study, sweep, BEST_CURVES)
     pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
     for trial in pruned:
         frame = curves(where, trial, sweep.objective)

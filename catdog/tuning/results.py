@@ -13,7 +13,8 @@ from optuna.trial import FrozenTrial, TrialState
 from catdog.core.config import SweepParams
 from catdog.core.errors import CatdogError
 from catdog.core.files import write_json, write_text
-from catdog.tuning.space import SEED, short
+from catdog.tuning.plots import BEST_CURVES, draw
+from catdog.tuning.space import SEED, confirmation_seeds, short
 from catdog.tuning.study import CONFIRM, SweepPlace, open_study
 
 
@@ -92,10 +93,10 @@ def best_trials(study: optuna.Study, sweep: SweepParams, count: int) -> list[Fro
     return best[:count]
 
 
-def confirmation_runs(study: optuna.Study, sweep: SweepParams, base_seed: int) -> list[tuple[dict, int]]:
+def confirmation_runs(study: optuna.Study, params) -> list[tuple[dict, int]]:
     """(setting, seed) for each extra seed of each of the best settings."""
-    best = best_trials(study, sweep, sweep.confirm_top) if sweep.confirm_seeds else []
-    return [(dict(t.params), base_seed + k) for t in best for k in range(1, sweep.confirm_seeds + 1)]
+    best = best_trials(study, params.sweep, params.sweep.confirm_top)
+    return [(dict(t.params), seed) for t in best for seed in confirmation_seeds(params)]
 
 
 def confirmed(study: optuna.Study, confirm: optuna.Study, sweep: SweepParams) -> list[Confirmed]:
@@ -149,9 +150,7 @@ def finish(where: SweepPlace, sweep: SweepParams) -> str:
     write_text(where.folder / "leaderboard.csv", leaderboard(study, sweep).to_csv(index=False))
     settings = confirmed(study, confirm, sweep)
     write_json(where.folder / "confirmed.json", [c.to_dict() for c in settings])
-    from catdog.tuning.plots import draw
-
-    draw(study, sweep, where)
+    draw(study, sweep, where, best_trials(study, sweep, BEST_CURVES))
     return text(study, confirm, sweep, where)
 
 
@@ -162,10 +161,3 @@ def winner_overrides(best: Confirmed) -> dict:
     if epochs:
         overrides["train.epochs"] = int(statistics.median_low(epochs))
     return overrides
-
-
-def curves(where: SweepPlace, trial: FrozenTrial, metric: str) -> pd.DataFrame | None:
-    """One trial of the search's per-epoch validation curve, from its DVCLive folder."""
-    name = metric.removeprefix("val_")
-    path = where.trials / f"{trial.number:04d}" / "plots" / "metrics" / "eval" / f"{name}.tsv"
-    return pd.read_csv(path, sep="\t") if path.exists() else None

@@ -47,6 +47,11 @@ def total_trials(sweep: SweepParams) -> int | None:
     return grid_size(sweep.space) if sweep.method == "grid" else None
 
 
+def confirmation_seeds(params) -> list[int]:
+    """train.seed + 1, + 2, ...: the seeds a confirmed setting runs again with."""
+    return [params.train.seed + k for k in range(1, params.sweep.confirm_seeds + 1)]
+
+
 def trial_params(base: TrainParams, values: dict[str, Any], max_epochs: int) -> TrainParams:
     """The pipeline's train params with the trial's values, for `max_epochs` epochs at full size."""
     changes = {key.split(".", 1)[1]: value for key, value in values.items()}

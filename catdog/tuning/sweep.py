@@ -63,7 +63,7 @@ def data_stages(paths: ProjectPaths, progress: bool = True) -> None:
     if progress:
         print("sweep: data stages (dvc repro preprocess) ...", flush=True)
     command = [program("dvc"), "--wait-for-lock", "repro", "preprocess"]
-    with locked(paths.data / "sweeps" / ".data-stages.lock"):  # DVC refuses, not waits, on a busy output
+    with locked(paths.pipeline_lock):  # a pipeline run or another sweep's data stages first: DVC would refuse
         done = subprocess.run(command, cwd=paths.root, env=tool_env(), capture_output=True, text=True)
     if done.returncode != 0:
         raise CatdogError(f"the data stages failed (dvc repro preprocess):\n{(done.stderr or done.stdout).strip()}")
@@ -71,7 +71,7 @@ def data_stages(paths: ProjectPaths, progress: bool = True) -> None:
 
 def queue_confirmations(params: Params, where: SweepPlace) -> int:
     """The best settings, each queued again with `sweep.confirm_seeds` more seeds (once)."""
-    runs = results.confirmation_runs(open_study(params.sweep, where), params.sweep, params.train.seed)
+    runs = results.confirmation_runs(open_study(params.sweep, where), params)
     confirm = open_study(params.sweep, where, CONFIRM)
     for setting, seed in runs:
         confirm.enqueue_trial(
@@ -91,9 +91,8 @@ def run_workers(params: Params, paths: ProjectPaths, where: SweepPlace, phase: s
     """`jobs` worker processes, each with its share of the cores, until the phase has no trial left."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
     where.logs.mkdir(parents=True, exist_ok=True)
-    workers = []
-    for number in range(jobs):
-        log = open(where.logs / f"worker-{phase or 'search'}-{number}.log", "a")
+    workers, logs = [], [open(where.logs / f"worker-{phase or 'search'}-{n}.log", "a") for n in range(jobs)]
+    for log in logs:
         command = worker_command(where, paths.root, phase, threads, deadline)
         workers.append(subprocess.Popen(command, cwd=paths.root, env=tool_env(), stdout=log, stderr=subprocess.STDOUT))
     try:
@@ -102,8 +101,9 @@ def run_workers(params: Params, paths: ProjectPaths, where: SweepPlace, phase: s
         for worker in workers:
             if worker.poll() is None:
                 worker.terminate()
-        for worker in workers:
+        for worker, log in zip(workers, logs):
             worker.wait()
+            log.close()
 
 
 def _watch(params: Params, where: SweepPlace, phase: str, workers: list, progress: bool) -> None:

@@ -20,17 +20,17 @@ from catdog.core.config import Params
 from catdog.core.live import open_live
 from catdog.model.callbacks import LiveLog
 from catdog.model.training import fit_phases, history, prepare
-from catdog.tuning.space import SEED, suggest, trial_params
+from catdog.tuning.space import SEED, confirmation_seeds, suggest, trial_params
 from catdog.tuning.study import SweepPlace, trial_folder, worker_id
 
 
 def values_of(trial: optuna.Trial, params: Params) -> dict:
-    """The trial's setting: sampled from the space, or, for a confirmation run, the one it was queued with."""
-    setting = trial.user_attrs.get("setting")
-    if setting is None:
-        return suggest(trial, params.sweep.space)
-    values = {key: trial.suggest_categorical(key, [value]) for key, value in setting.items()}
-    return {**values, SEED: trial.suggest_categorical(SEED, [trial.user_attrs["seed"]])}
+    """The trial's setting, sampled from the space; a confirmation run was queued with its setting
+    and seed, which these same suggestions return (one distribution per name in a study)."""
+    values = suggest(trial, params.sweep.space)
+    if "seed" in trial.user_attrs:
+        values[SEED] = trial.suggest_categorical(SEED, confirmation_seeds(params))
+    return values
 
 
 def objective(trial: optuna.Trial, params: Params, preprocessed: Path, where: SweepPlace) -> float:
