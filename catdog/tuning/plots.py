@@ -7,6 +7,7 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 from optuna.trial import TrialState
 from optuna.visualization import matplotlib as optuna_plots
 
@@ -56,13 +57,14 @@ def learning_curves(study: optuna.Study, sweep: SweepParams, where: SweepPlace, 
     for trial in pruned:
         frame = curves(where, trial, sweep.objective)
         if frame is not None:
-            axis.plot(frame["step"], frame.iloc[:, -1], color="0.75", linewidth=1)
+            axis.plot(frame["step"], frame.iloc[:, -1], ".-", color="0.7", linewidth=1)
     for trial in best:
         frame = curves(where, trial, sweep.objective)
         if frame is not None:
             label = f"#{trial.number} " + " ".join(f"{k.split('.', 1)[1]}={v}" for k, v in trial.params.items())
             axis.plot(frame["step"], frame.iloc[:, -1], "o-", label=label)
     axis.set_xlabel("epoch")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_ylabel(sweep.objective)
     axis.set_title(f"validation curves: the {len(best)} best trials" + (", pruned in grey" if pruned else ""))
     if best:
