@@ -19,6 +19,7 @@ from pathlib import Path
 from prefect import flow
 
 from catdog.core.config import load_params
+from catdog.core.files import locked
 from catdog.core.paths import project
 from catdog.tuning.study import CONFIRM, check_settings, place
 from catdog.tuning.sweep import open_studies, queue_confirmations
@@ -48,8 +49,9 @@ def sweep(
     params = load_params(paths.params)
     where = place(paths, name, storage)
     check_settings(params, where)
-    for stage in DATA_STAGES:
-        run_stage(stage, project_dir)
+    with locked(paths.pipeline_lock):  # after a pipeline run in this workspace, not during it
+        for stage in DATA_STAGES:
+            run_stage(stage, project_dir)
     open_studies(params, paths, where)
     threads = 1 if dask_address else max(1, (os.cpu_count() or 1) // jobs)
     runner = task_runner("dask", dask_address, jobs)

@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger
 
 from catdog.core import lockfile
 from catdog.core.config import write_overrides
+from catdog.core.files import locked
 from catdog.core.paths import project as project_paths
 from flows.preprocess import TaskRunnerKind, fan_out_preprocess
 from tasks.report import publish_run_report
@@ -36,6 +37,17 @@ def train(
     validated before any stage runs and written to params.yaml, so dvc.lock records them.
     Preprocessing fans out over shards on `preprocess_runner`: "threads" here, or "dask" on a
     temporary local cluster or the running one at `dask_address`."""
+    # One run per workspace, whichever deployment started it: a nightly and an on-demand run take turns.
+    with locked(project_paths(project_dir).pipeline_lock, on_wait=_say_waiting):
+        outcomes, changes = _stages(project_dir, overrides, preprocess_runner, dask_address)
+    return {"stages": outcomes, "params_changed": {k: list(v) for k, v in changes.items()}}
+
+
+def _say_waiting() -> None:
+    get_run_logger().warning("another pipeline run holds this workspace (data/.pipeline.lock): waiting for it")
+
+
+def _stages(project_dir: str, overrides, preprocess_runner, dask_address) -> tuple[list[dict], dict]:
     repaired = lockfile.repair(project_paths(project_dir))  # after a run killed while DVC wrote dvc.lock
     if repaired:
         get_run_logger().warning(repaired)
@@ -54,7 +66,7 @@ def train(
 
     outcomes = [source, ingest, validate, testset, preprocess, trained, evaluate, register]
     publish_run_report(project_dir, outcomes, changes)
-    return {"stages": outcomes, "params_changed": {k: list(v) for k, v in changes.items()}}
+    return outcomes, changes
 
 
 if __name__ == "__main__":

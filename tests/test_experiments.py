@@ -43,3 +43,18 @@ def test_a_queued_grid_runs_and_says_it_was_not_judged_against_production(tmp_pa
     )
     rates = [row.split(",")[header.index("train.learning_rate")] for row in table.splitlines()[1:] if row[0] != ","]
     assert sorted(rates) == ["0.0001", "0.01"], table
+
+
+def test_sweep_apply_exp_runs_the_winner_as_a_named_experiment(tmp_path):
+    from tests.conftest import BIN, set_params
+
+    project = make_project(tmp_path / "project", git=True)
+    sweep = {"space": {"train.learning_rate": [0.001], "train.batch_size": [8]}, "max_epochs": 1, "confirm_seeds": 0}
+    set_params(project, {"sweep": sweep})
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-q", "-m", "tiny project"], project)
+    run([str(BIN / "catdog"), "sweep", "--quiet", "--name", "tiny"], project)
+    run([str(BIN / "catdog"), "sweep", "apply", "tiny", "--exp"], project)
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    names = [e["name"] for commit in shown for e in (commit.get("experiments") or [])]
+    assert names == ["sweep-tiny"], names

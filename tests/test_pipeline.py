@@ -44,6 +44,8 @@ def test_repro_produces_every_output_then_skips_then_reruns_only_downstream(tmp_
     files = next(iter(shown.values()))["data"]
     assert files["data/metrics/train/metrics.json"]["data"]["eval"]["accuracy"] == history["val_accuracy"].iloc[-1]
     assert "accuracy" in files["data/metrics/evaluate/metrics.json"]["data"]
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], project).stdout)
+    assert {"training loss", "training accuracy"} <= set(plots["data"]), sorted(plots["data"])  # from DVCLive
     metrics = json.loads((data / "metrics/evaluate/metrics.json").read_text())
     for key in [
         "accuracy",

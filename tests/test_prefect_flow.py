@@ -105,3 +105,21 @@ def test_validation_failure_is_not_retried_and_the_reason_is_logged(tmp_path, ca
     assert validate_run.run_count == 1
     assert "were rejected, over validate.max_rejected_share" in caplog.text
     assert "stage 'validate' failed" in caplog.text
+
+
+def test_a_second_pipeline_run_in_the_workspace_waits_for_the_first(tmp_path):
+    import threading
+    import time
+
+    from catdog.core.files import locked
+    from catdog.core.paths import project as project_paths
+
+    project = make_project(tmp_path / "project")
+    outcome = {}
+    with locked(project_paths(project).pipeline_lock):  # another run (say, train/nightly) holds the workspace
+        run = threading.Thread(target=lambda: outcome.update(train(project_dir=str(project))))
+        run.start()
+        time.sleep(8)
+        assert run.is_alive() and not (project / "data/source/manifest.csv").exists()  # waiting, no stage ran
+    run.join(timeout=600)
+    assert [s["stage"] for s in outcome["stages"]] == STAGES

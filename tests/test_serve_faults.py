@@ -5,8 +5,8 @@ counted in /metrics and, once recording works again, `catdog monitor` shows the 
 from __future__ import annotations
 
 import shutil
-import time
 import subprocess
+import time
 
 import httpx
 

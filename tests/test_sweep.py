@@ -162,3 +162,13 @@ def test_two_sweep_processes_on_one_study_share_the_trials(project):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
+
+
+def test_a_database_url_holds_the_study(project, tmp_path):
+    set_params(project, {"sweep": {**SWEEP, "confirm_seeds": 0, "space": {"train.learning_rate": [0.0001]}}})
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"  # PostgreSQL for several machines; SQLite here
+    sweep(project, "--name", "db", "--storage", url)
+    trials = optuna.load_study(study_name="db", storage=url).get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"]
+    assert not (project / "data/sweeps/db/journal.log").exists()
+    assert "complete" in sweep(project, "show", "db", "--storage", url).stdout

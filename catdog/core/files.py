@@ -71,14 +71,20 @@ def atomic_dir(target: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def locked(lock_file: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `lock_file` (made if missing): one holder at a time, across processes."""
+def locked(lock_file: Path, on_wait=None) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_file` (made if missing): one holder at a time, across
+    processes. `on_wait()` is called once if another holder makes this one wait."""
     import fcntl
 
     lock_file = Path(lock_file)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_file, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
         finally:

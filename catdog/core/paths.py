@@ -28,6 +28,11 @@ class ProjectPaths:
         return self.root / "data"
 
     @property
+    def pipeline_lock(self) -> Path:
+        """Held by a pipeline run (flow train) from start to end: one run per workspace at a time."""
+        return self.data / ".pipeline.lock"
+
+    @property
     def source_manifest(self) -> Path:
         """What the source holds (path, bytes, sha256 per file): the stage DVC watches for new photos."""
         return self.data / "source" / "manifest.csv"
