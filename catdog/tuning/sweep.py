@@ -51,7 +51,8 @@ def open_studies(params: Params, paths: ProjectPaths, where: SweepPlace) -> Swee
         raise CatdogError(
             "the sweep judges trials on the validation split, which is empty (fix: preprocess.val_fraction > 0)"
         )
-    open_study(params.sweep, where), open_study(params.sweep, where, CONFIRM)  # made, if new
+    for phase in ("", CONFIRM):  # both studies made, if new
+        open_study(params.sweep, where, phase)
     recovered = recover_stale(where) + recover_stale(where, CONFIRM)
     if recovered:
         print(f"sweep: trial(s) {', '.join(map(str, recovered))} had been killed; queued again")
