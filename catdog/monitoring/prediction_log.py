@@ -67,13 +67,15 @@ class PredictionLog:
         if not records:
             return
         day = records[0]["time"][:10]
-        if day != self._day or os.fstat(self._fd).st_nlink == 0:  # a new day, or the file was removed
+        stat = os.fstat(self._fd) if day == self._day else None  # one fstat per append
+        if stat is None or stat.st_nlink == 0:  # a new day, or the file was removed
             self.close()
             self.folder.mkdir(parents=True, exist_ok=True)  # made again if the folder vanished
             self._fd = os.open(self.folder / f"{LOG_PREFIX}{day}.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             self._day = day
+            stat = os.fstat(self._fd)
         data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode()
-        before = os.fstat(self._fd).st_size
+        before = stat.st_size
         if os.write(self._fd, data) != len(data):  # a full disk can take part of a write
             os.ftruncate(self._fd, before)  # a torn line would swallow the next record with it
             raise OSError(errno.ENOSPC, "No space left on device (a short write)", str(self.folder))

@@ -9,17 +9,17 @@ other machines that see the project folder at the same path and the study's data
 from __future__ import annotations
 
 import argparse
-import fcntl
 import sys
 import time
 import traceback
+from contextlib import ExitStack
 from functools import partial
-from pathlib import Path
 
 import optuna
 
 from catdog.core.config import Params
 from catdog.core.entry import guarded, stage_options
+from catdog.core.files import locked
 from catdog.core.paths import ProjectPaths
 from catdog.tuning.study import CONFIRM, SweepPlace, open_study, pending
 from catdog.tuning.trial import objective
@@ -30,8 +30,10 @@ def work(params: Params, paths: ProjectPaths, where: SweepPlace, phase: str, tot
     study = open_study(params.sweep, where, phase)
     ran = 0
     while time.time() < deadline:
-        claim = Claim(where.folder / ".claim.lock")
-        with claim:  # whether a trial is left, and taking it, are one step for this machine's workers
+        # Whether a trial is left, and taking it, are one step for this machine's workers: the claim is
+        # held from the check until the trial exists, then released by the objective (a second close is a no-op).
+        with ExitStack() as claim:
+            claim.enter_context(locked(where.folder / ".claim.lock"))
             if not pending(study, 0 if phase == CONFIRM else total):
                 break
             study.optimize(
@@ -43,31 +45,9 @@ def work(params: Params, paths: ProjectPaths, where: SweepPlace, phase: str, tot
     return ran
 
 
-class Claim:
-    """An exclusive lock across processes, held from the check until the trial exists."""
-
-    def __init__(self, path: Path):
-        self.path, self.file = path, None
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(self.path, "a")
-        fcntl.flock(self.file, fcntl.LOCK_EX)
-        return self
-
-    def release(self) -> None:
-        if self.file is not None:
-            fcntl.flock(self.file, fcntl.LOCK_UN)
-            self.file.close()
-            self.file = None
-
-    def __exit__(self, *_):
-        self.release()
-
-
-def _objective(trial: optuna.Trial, claim: Claim, params: Params, paths: ProjectPaths, where: SweepPlace) -> float:
+def _objective(trial: optuna.Trial, claim: ExitStack, params: Params, paths: ProjectPaths, where: SweepPlace) -> float:
     """The trial, its claim released first; a failure is kept with its reason, and the sweep goes on."""
-    claim.release()
+    claim.close()
     print(f"sweep: trial {trial.number} started", flush=True)
     try:
         value = objective(trial, params, paths.preprocessed, where)
